@@ -1,0 +1,28 @@
+// Writes a synthetic HF model directory (config.json, model.safetensors, tokenizer.json,
+// tokenizer_config.json, generation_config.json) with seeded random weights, for tests,
+// benchmarks and the default daemon config: no model hub is reachable from our machines.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+
+#include "absl/status/status.h"
+#include "muxserve/model/model_spec.h"
+
+namespace muxserve::model {
+
+struct SyntheticModelOptions {
+  ModelSpec spec;             // any Llama-family shape; vocab_size >= the synthetic tokenizer's
+  uint64_t seed = 0;
+  DType weight_dtype = DType::kBFloat16;
+};
+
+// The synthetic tokenizer: 256 byte-level tokens (GPT-2 byte-to-unicode) then the ChatML
+// specials <|endoftext|>, <|im_start|>, <|im_end|>. Models need vocab_size >= this.
+inline constexpr int64_t kSyntheticTokenizerSize = 259;
+
+// Writes all files; the same options always give the same bytes.
+[[nodiscard]] absl::Status WriteSyntheticModel(const std::filesystem::path& dir,
+                                               const SyntheticModelOptions& options);
+
+}  // namespace muxserve::model

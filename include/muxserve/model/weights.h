@@ -1,0 +1,33 @@
+// The named weights of one model: every safetensors file of an HF directory (single file or
+// sharded with model.safetensors.index.json), checked against the ModelSpec's shapes.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "muxserve/model/model_spec.h"
+#include "muxserve/model/safetensors.h"
+
+namespace muxserve::model {
+
+class Weights {
+ public:
+  // Opens every shard and checks that each tensor a Llama-family model needs is present with the
+  // shape the spec implies (names as in HF: model.layers.{i}.self_attn.q_proj.weight, ...).
+  static absl::StatusOr<std::unique_ptr<Weights>> Load(const std::filesystem::path& model_dir,
+                                                        const ModelSpec& spec);
+
+  // The tensor with this HF name, or NOT_FOUND.
+  absl::StatusOr<const TensorInfo*> Get(const std::string& name) const;
+  bool Has(const std::string& name) const;
+  int64_t TotalBytes() const;
+
+ private:
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const TensorInfo*> index_;
+};
+
+}  // namespace muxserve::model
