@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -72,6 +73,10 @@ struct Config {
 absl::StatusOr<Config> LoadConfig(const std::filesystem::path& path);
 absl::StatusOr<Config> ParseConfig(const std::string& yaml_text,
                                    const std::filesystem::path& origin);
+
+// A byte count: an integer, or a number with a unit: B, KB, MB, GB, TB (powers of 1000) or KiB,
+// MiB, GiB, TiB (powers of 1024), e.g. "256MiB", "1.5 GiB". Units are case-insensitive.
+absl::StatusOr<int64_t> ParseByteSize(std::string_view text);
 
 std::string_view BackendName(Backend backend);
 std::string_view SchedulerModeName(SchedulerMode mode);

@@ -18,9 +18,9 @@ struct SamplingParams {
   float temperature = 1.0f;  // 0 means greedy
   float top_p = 1.0f;        // (0, 1]
   int32_t top_k = 0;         // 0 means no limit
-  std::optional<uint64_t> seed;
-  std::vector<std::string> stop;         // stop strings; the match is not sent to the client
-  std::vector<int32_t> stop_token_ids;   // generated, then finish with reason stop
+  std::optional<uint64_t> seed{};
+  std::vector<std::string> stop{};       // stop strings; the match is not sent to the client
+  std::vector<int32_t> stop_token_ids{};  // generated, then finish with reason stop
   bool ignore_eos = false;
 };
 
@@ -28,13 +28,13 @@ enum class FinishReason { kStop, kLength, kAbort, kError };
 std::string_view FinishReasonName(FinishReason reason);  // "stop", "length", "abort", "error"
 
 struct StreamDelta {
-  std::string text;                // new complete UTF-8 text (may be empty while held back)
-  std::vector<int32_t> token_ids;  // tokens sampled since the last delta
+  std::string text{};              // new complete UTF-8 text (may be empty while held back)
+  std::vector<int32_t> token_ids{};  // tokens sampled since the last delta
 };
 
 struct FinishInfo {
   FinishReason reason = FinishReason::kStop;
-  absl::Status error;  // set when reason is kError (e.g. the deadline passed)
+  absl::Status error{};  // set when reason is kError (e.g. the deadline passed)
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
 };

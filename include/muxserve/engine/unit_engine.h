@@ -25,25 +25,25 @@ struct UnitOptions {
   std::string name = "unit0";
   config::Backend backend = config::Backend::kCpu;
   int64_t cpu_threads = 0;
-  config::KvCacheConfig kv_cache;
-  config::SchedulerConfig scheduler;
+  config::KvCacheConfig kv_cache{};
+  config::SchedulerConfig scheduler{};
   int64_t max_queued_requests = 1024;  // per LLM
   Clock* clock = Clock::Real();
 };
 
 // Everything needed to add one LLM to a unit.
 struct LlmSetup {
-  std::string name;
-  std::filesystem::path model_dir;
-  model::ModelSpec spec;
-  std::shared_ptr<const model::Tokenizer> tokenizer;
+  std::string name{};
+  std::filesystem::path model_dir{};
+  model::ModelSpec spec{};
+  std::shared_ptr<const model::Tokenizer> tokenizer{};
   DType dtype = DType::kFloat32;  // compute dtype of the backend
   int64_t max_context = 0;
   double rate = 1.0;  // expected requests/s: the initial KV quota follows rate x KV bytes/token
 };
 
 struct LlmStats {
-  std::string name;
+  std::string name{};
   int64_t running = 0;
   int64_t waiting = 0;
   int64_t kv_blocks_used = 0;

@@ -1,0 +1,69 @@
+// The closed set of primitives the transformer's forward pass needs. The CPU backend implements
+// it with the fp32 reference ops; the CUDA backend with our kernels and cuBLAS. Pointers are in
+// the backend's memory and of its dtype() unless said otherwise; shapes are row-major.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/paged_kv.h"
+#include "muxserve/common/dtype.h"
+#include "muxserve/engine/step_plan.h"
+#include "muxserve/model/safetensors.h"
+
+namespace muxserve::engine {
+
+// Backend memory, released when the last owner goes.
+struct Buffer {
+  std::shared_ptr<void> memory;
+  int64_t bytes = 0;
+  void* get() const { return memory.get(); }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(memory.get());
+  }
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  virtual DType dtype() const = 0;
+  virtual absl::StatusOr<Buffer> Allocate(int64_t bytes) = 0;
+  // Concatenates checkpoint tensors row-wise (fused QKV or gate/up) in the backend's dtype.
+  virtual absl::StatusOr<Buffer> LoadWeight(std::span<const model::TensorInfo* const> parts) = 0;
+  // Float32 host data (rope frequencies) into backend memory, kept as float32.
+  virtual absl::StatusOr<Buffer> UploadFloat32(std::span<const float> values) = 0;
+  // Makes the plan's metadata readable by the ops of this step.
+  [[nodiscard]] virtual absl::Status BeginStep(const StepPlan& plan) = 0;
+
+  virtual void Embedding(const StepPlan& plan, const void* table, int64_t hidden,
+                         void* out) = 0;                        // out [tokens, hidden]
+  virtual void RmsNorm(const void* x, const void* weight, int64_t n, int64_t hidden, float eps,
+                       void* out) = 0;
+  virtual void AddRmsNorm(void* residual, const void* delta, const void* weight, int64_t n,
+                          int64_t hidden, float eps, void* out) = 0;
+  virtual void Gemm(const void* a, const void* w, const void* bias, int64_t m, int64_t n,
+                    int64_t k, void* out) = 0;  // out [m, n] = a [m, k] @ w [n, k]^T + bias [n]
+  virtual void Rope(void* qkv, const StepPlan& plan, const void* inv_freq, int64_t row_stride,
+                    int64_t num_q_heads, int64_t num_kv_heads, int64_t k_offset,
+                    int64_t head_dim) = 0;
+  virtual void SiluMul(const void* gate_up, int64_t n, int64_t inter, void* out) = 0;
+  virtual void KvAppend(const void* qkv, const StepPlan& plan, int64_t row_stride,
+                        int64_t k_offset, int64_t v_offset, int64_t layer,
+                        const kernels::PagedKv& kv) = 0;
+  virtual void Attention(const void* qkv, const StepPlan& plan, int64_t row_stride,
+                         int64_t num_q_heads, int64_t layer, float scale,
+                         const kernels::PagedKv& kv, void* out) = 0;
+  // out [rows.size(), width] = x[plan.logit_rows[i]].
+  virtual void GatherLogitRows(const void* x, const StepPlan& plan, int64_t width, void* out) = 0;
+  // Copies `count` elements to host float32 and waits for the step to finish.
+  [[nodiscard]] virtual absl::Status CopyToHost(const void* src, int64_t count, float* dst) = 0;
+};
+
+// The fp32 CPU backend (OpenMP + OpenBLAS). `threads` 0 uses every core.
+std::unique_ptr<Ops> MakeCpuOps(int64_t threads);
+
+}  // namespace muxserve::engine

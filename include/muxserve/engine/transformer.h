@@ -1,0 +1,57 @@
+// The Llama-family forward pass, written once against engine::Ops.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/paged_kv.h"
+#include "muxserve/engine/ops.h"
+#include "muxserve/engine/step_plan.h"
+#include "muxserve/model/model_spec.h"
+#include "muxserve/model/weights.h"
+
+namespace muxserve::engine {
+
+// Inverse RoPE frequencies [head_dim / 2] with the spec's scaling (none, linear, llama3),
+// computed as HF transformers does.
+std::vector<float> RopeInverseFrequencies(const model::ModelSpec& spec);
+
+class Transformer {
+ public:
+  // Loads the weights onto `ops` (fusing QKV and gate/up) and allocates the activations of a
+  // step of up to `max_step_tokens` tokens and `max_step_seqs` sequences.
+  static absl::StatusOr<std::unique_ptr<Transformer>> Load(const model::ModelSpec& spec,
+                                                           const model::Weights& weights, Ops* ops,
+                                                           int64_t max_step_tokens,
+                                                           int64_t max_step_seqs);
+
+  // Runs one step. Logits of plan.logit_rows land in `logits` [logit_rows, vocab] (host fp32).
+  [[nodiscard]] absl::Status Forward(const StepPlan& plan, const kernels::PagedKv& kv,
+                                     std::vector<float>* logits);
+
+  const model::ModelSpec& spec() const { return spec_; }
+  int64_t max_step_tokens() const { return max_step_tokens_; }
+  int64_t max_step_seqs() const { return max_step_seqs_; }
+  int64_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  struct Layer {
+    Buffer input_norm, qkv, qkv_bias, o_proj, post_norm, gate_up, down;
+  };
+  Transformer(const model::ModelSpec& spec, Ops* ops) : spec_(spec), ops_(ops) {}
+
+  model::ModelSpec spec_;
+  Ops* ops_;
+  int64_t max_step_tokens_ = 0;
+  int64_t max_step_seqs_ = 0;
+  int64_t weight_bytes_ = 0;
+  Buffer embedding_, final_norm_, lm_head_, inv_freq_;
+  std::vector<Layer> layers_;
+  // Activations: residual stream, normed input, fused qkv, attention output, gate/up, SwiGLU
+  // output, block output, last rows, logits.
+  Buffer residual_, normed_, qkv_, attn_, gate_up_, act_, delta_, last_, logits_;
+};
+
+}  // namespace muxserve::engine

@@ -1,0 +1,91 @@
+// The head-wise KV-cache pool of one device, shared by every LLM placed on it.
+//
+// Memory is one buffer of `num_blocks` head blocks of `block_bytes` each. A head block holds K
+// then V of `tokens_per_block` consecutive tokens of ONE (layer, KV head) of one sequence:
+//   block b at byte offset b * block_bytes:  K [tokens_per_block, head_dim], V [same]
+// in the pool's element type. Block bytes are fixed for the pool, so LLMs of different head sizes
+// (64, 128, 256) share it: tokens_per_block = block_bytes / (2 * head_dim * element size).
+//
+// Each LLM has a quota of blocks. Admission of new sequences respects it; running sequences may
+// borrow free blocks beyond it, so a busy LLM uses what quiet ones leave idle.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "muxserve/common/dtype.h"
+
+namespace muxserve::kvcache {
+
+struct KvShape {
+  int64_t num_layers = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  // Head blocks one token block of a sequence needs: one per (layer, KV head).
+  int64_t blocks_per_token_block() const { return num_layers * num_kv_heads; }
+};
+
+class HeadBlockPool {
+ public:
+  HeadBlockPool(int64_t num_blocks, int64_t block_bytes, DType dtype);
+
+  int64_t num_blocks() const { return num_blocks_; }
+  int64_t block_bytes() const { return block_bytes_; }
+  DType dtype() const { return dtype_; }
+  int64_t free_blocks() const { return static_cast<int64_t>(free_list_.size()); }
+  int64_t TokensPerBlock(int64_t head_dim) const;
+
+  // Registers an LLM; returns its id. `weight` sets its share when quotas are rebalanced.
+  int RegisterLlm(const std::string& name, const KvShape& shape, double weight);
+  // Quotas proportional to the weights given at registration (rate x KV bytes per token).
+  void RebalanceQuotas();
+
+  const KvShape& shape(int llm) const { return llms_[llm].shape; }
+  int64_t used(int llm) const { return llms_[llm].used; }
+  int64_t quota(int llm) const { return llms_[llm].quota; }
+  void set_quota(int llm, int64_t blocks) { llms_[llm].quota = blocks; }
+  int num_llms() const { return static_cast<int>(llms_.size()); }
+
+  // Appends `count` block ids to `out`; RESOURCE_EXHAUSTED (nothing taken) when the pool has
+  // fewer free blocks.
+  [[nodiscard]] absl::Status Allocate(int llm, int64_t count, std::vector<int32_t>* out);
+  void Free(int llm, std::span<const int32_t> ids);
+
+ private:
+  struct LlmEntry {
+    std::string name;
+    KvShape shape;
+    double weight = 1.0;
+    int64_t quota = 0;
+    int64_t used = 0;
+  };
+  int64_t num_blocks_;
+  int64_t block_bytes_;
+  DType dtype_;
+  std::vector<int32_t> free_list_;
+  std::vector<LlmEntry> llms_;
+};
+
+// One sequence's head blocks: for each token block, the ids of its L x H head blocks,
+// laid out [token_block][layer][kv_head] (the layout StepPlan hands to the attention ops).
+class BlockTable {
+ public:
+  BlockTable() = default;
+  explicit BlockTable(const KvShape& shape) : per_token_block_(shape.blocks_per_token_block()) {}
+
+  int64_t num_token_blocks() const {
+    return per_token_block_ == 0 ? 0 : static_cast<int64_t>(ids_.size()) / per_token_block_;
+  }
+  const std::vector<int32_t>& ids() const { return ids_; }
+  std::vector<int32_t>* mutable_ids() { return &ids_; }
+  int64_t per_token_block() const { return per_token_block_; }
+
+ private:
+  int64_t per_token_block_ = 0;
+  std::vector<int32_t> ids_;
+};
+
+}  // namespace muxserve::kvcache

@@ -1,0 +1,112 @@
+// The CPU backend: fp32 everywhere, weights converted from the checkpoint's dtype on load.
+#include <cblas.h>
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu_ops.h"
+#include "muxserve/engine/ops.h"
+
+namespace muxserve::engine {
+namespace {
+
+const float* F(const void* p) { return static_cast<const float*>(p); }
+float* F(void* p) { return static_cast<float*>(p); }
+
+class CpuOps final : public Ops {
+ public:
+  explicit CpuOps(int64_t threads) {
+    if (threads > 0) {
+      omp_set_num_threads(static_cast<int>(threads));
+      openblas_set_num_threads(static_cast<int>(threads));
+    }
+  }
+
+  DType dtype() const override { return DType::kFloat32; }
+
+  absl::StatusOr<Buffer> Allocate(int64_t bytes) override {
+    // 64-byte alignment keeps rows friendly to vector loads.
+    const size_t rounded = (static_cast<size_t>(bytes) + 63) / 64 * 64;
+    void* memory = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+    if (memory == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
+    }
+    return Buffer{.memory = std::shared_ptr<void>(memory, std::free), .bytes = bytes};
+  }
+
+  absl::StatusOr<Buffer> LoadWeight(std::span<const model::TensorInfo* const> parts) override {
+    int64_t total = 0;
+    for (const model::TensorInfo* part : parts) total += part->NumElements();
+    auto buffer = Allocate(total * 4);
+    if (!buffer.ok()) return buffer.status();
+    float* out = buffer->as<float>();
+    for (const model::TensorInfo* part : parts) {
+      ConvertToFloat(part->data.data(), part->dtype, part->NumElements(), out);
+      out += part->NumElements();
+    }
+    return buffer;
+  }
+
+  absl::StatusOr<Buffer> UploadFloat32(std::span<const float> values) override {
+    auto buffer = Allocate(static_cast<int64_t>(values.size_bytes()));
+    if (!buffer.ok()) return buffer.status();
+    std::memcpy(buffer->get(), values.data(), values.size_bytes());
+    return buffer;
+  }
+
+  absl::Status BeginStep(const StepPlan&) override { return absl::OkStatus(); }
+
+  void Embedding(const StepPlan& plan, const void* table, int64_t hidden, void* out) override {
+    kernels::EmbeddingCpu(plan.tokens.data(), F(table), plan.num_tokens(), hidden, F(out));
+  }
+  void RmsNorm(const void* x, const void* weight, int64_t n, int64_t hidden, float eps,
+               void* out) override {
+    kernels::RmsNormCpu(F(x), F(weight), n, hidden, eps, F(out));
+  }
+  void AddRmsNorm(void* residual, const void* delta, const void* weight, int64_t n,
+                  int64_t hidden, float eps, void* out) override {
+    kernels::AddRmsNormCpu(F(residual), F(delta), F(weight), n, hidden, eps, F(out));
+  }
+  void Gemm(const void* a, const void* w, const void* bias, int64_t m, int64_t n, int64_t k,
+            void* out) override {
+    kernels::GemmCpu(F(a), F(w), bias == nullptr ? nullptr : F(bias), m, n, k, F(out));
+  }
+  void Rope(void* qkv, const StepPlan& plan, const void* inv_freq, int64_t row_stride,
+            int64_t num_q_heads, int64_t num_kv_heads, int64_t k_offset,
+            int64_t head_dim) override {
+    kernels::RopeCpu(F(qkv), plan.positions.data(), F(inv_freq), plan.num_tokens(), row_stride,
+                     num_q_heads, num_kv_heads, k_offset, head_dim);
+  }
+  void SiluMul(const void* gate_up, int64_t n, int64_t inter, void* out) override {
+    kernels::SiluMulCpu(F(gate_up), n, inter, F(out));
+  }
+  void KvAppend(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t k_offset,
+                int64_t v_offset, int64_t layer, const kernels::PagedKv& kv) override {
+    kernels::KvAppendCpu(F(qkv), plan.seqs.data(), plan.num_seqs(), plan.block_tables.data(),
+                         row_stride, k_offset, v_offset, layer, kv);
+  }
+  void Attention(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t num_q_heads,
+                 int64_t layer, float scale, const kernels::PagedKv& kv, void* out) override {
+    kernels::PagedAttentionCpu(F(qkv), plan.seqs.data(), plan.num_seqs(),
+                               plan.block_tables.data(), row_stride, num_q_heads, layer, scale,
+                               kv, F(out));
+  }
+  void GatherLogitRows(const void* x, const StepPlan& plan, int64_t width, void* out) override {
+    for (size_t i = 0; i < plan.logit_rows.size(); ++i) {
+      std::memcpy(F(out) + i * width, F(x) + plan.logit_rows[i] * width, width * sizeof(float));
+    }
+  }
+  absl::Status CopyToHost(const void* src, int64_t count, float* dst) override {
+    std::memcpy(dst, src, count * sizeof(float));
+    return absl::OkStatus();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Ops> MakeCpuOps(int64_t threads) { return std::make_unique<CpuOps>(threads); }
+
+}  // namespace muxserve::engine

@@ -1,0 +1,121 @@
+#include "muxserve/engine/scheduler.h"
+
+#include <algorithm>
+
+namespace muxserve::engine {
+
+int64_t TokenBlocksFor(int64_t tokens, int64_t tokens_per_block) {
+  return (tokens + tokens_per_block - 1) / tokens_per_block;
+}
+
+namespace {
+
+class BatchScheduler final : public Scheduler {
+ public:
+  explicit BatchScheduler(const config::SchedulerConfig& config) : config_(config) {}
+
+  void Next(std::vector<LlmQueues>& llms, kvcache::HeadBlockPool& pool, std::vector<Job>* jobs,
+            std::vector<int64_t>* preemptions) override {
+    jobs->clear();
+    const int n = static_cast<int>(llms.size());
+    if (n == 0) return;
+    const bool one_job = config_.mode == config::SchedulerMode::kTemporal;
+    const bool may_borrow = config_.mode != config::SchedulerMode::kSpatial;
+    // Prefill jobs first, round-robin starting after the LLM that went first last time.
+    for (int i = 0; i < n; ++i) {
+      const int llm = (next_first_ + i) % n;
+      Job job;
+      if (PlanPrefill(llm, llms[llm], pool, may_borrow, &job)) {
+        jobs->push_back(std::move(job));
+        if (one_job) break;
+      }
+    }
+    if (!one_job || jobs->empty()) {
+      for (int i = 0; i < n; ++i) {
+        const int llm = (next_first_ + i) % n;
+        Job job;
+        if (PlanDecode(llm, llms[llm], pool, may_borrow, &job, &(*preemptions)[llm])) {
+          jobs->push_back(std::move(job));
+          if (one_job) break;
+        }
+      }
+    }
+    next_first_ = (next_first_ + 1) % n;
+  }
+
+ private:
+  // Reserves blocks so `seq` can hold `tokens` tokens. Within the quota unless borrowing.
+  static bool Reserve(Sequence* seq, int64_t tokens, const LlmQueues& q,
+                      kvcache::HeadBlockPool& pool, bool within_quota) {
+    const int64_t have = seq->blocks.num_token_blocks();
+    const int64_t need = TokenBlocksFor(tokens, q.tokens_per_block) - have;
+    if (need <= 0) return true;
+    const int64_t head_blocks = need * seq->blocks.per_token_block();
+    if (head_blocks > pool.free_blocks()) return false;
+    // An LLM holding nothing may always start one sequence, so a small quota never starves it.
+    if (within_quota && pool.used(q.pool_id) > 0 &&
+        pool.used(q.pool_id) + head_blocks > pool.quota(q.pool_id)) {
+      return false;
+    }
+    return pool.Allocate(q.pool_id, head_blocks, seq->blocks.mutable_ids()).ok();
+  }
+
+  bool PlanPrefill(int llm, LlmQueues& q, kvcache::HeadBlockPool& pool, bool may_borrow,
+                   Job* job) {
+    job->llm = llm;
+    job->phase = JobPhase::kPrefill;
+    int64_t budget = config_.max_prefill_tokens;
+    int64_t batch = static_cast<int64_t>(q.running.size());
+    for (Sequence* seq : q.waiting) {
+      if (budget <= 0 || batch >= config_.max_batch_size) break;
+      const int32_t chunk =
+          static_cast<int32_t>(std::min<int64_t>(seq->num_uncomputed(), budget));
+      // New sequences are admitted within the quota; a started one finishes its prompt.
+      const bool admission = seq->num_computed == 0;
+      if (!Reserve(seq, seq->num_computed + chunk, q, pool, admission || !may_borrow)) break;
+      job->entries.push_back({seq, chunk});
+      budget -= chunk;
+      ++batch;
+      if (chunk < seq->num_uncomputed()) break;  // a chunked prompt continues next step
+    }
+    return !job->entries.empty();
+  }
+
+  bool PlanDecode(int llm, LlmQueues& q, kvcache::HeadBlockPool& pool, bool may_borrow, Job* job,
+                  int64_t* preemptions) {
+    job->llm = llm;
+    job->phase = JobPhase::kDecode;
+    size_t i = 0;
+    while (i < q.running.size()) {
+      Sequence* seq = q.running[i];
+      if (Reserve(seq, seq->num_computed + 1, q, pool, !may_borrow)) {
+        job->entries.push_back({seq, 1});
+        ++i;
+        continue;
+      }
+      // Out of blocks: preempt the youngest running sequence (recomputed later), possibly
+      // this one, and try again.
+      Sequence* victim = q.running.back();
+      q.running.pop_back();
+      pool.Free(q.pool_id, victim->blocks.ids());
+      victim->blocks.mutable_ids()->clear();
+      victim->num_computed = 0;
+      q.waiting.push_front(victim);
+      ++*preemptions;
+      // Victims come from the back, so none of them was planned already.
+      if (victim == seq) break;
+    }
+    return !job->entries.empty();
+  }
+
+  config::SchedulerConfig config_;
+  int next_first_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Scheduler> MakeScheduler(const config::SchedulerConfig& config) {
+  return std::make_unique<BatchScheduler>(config);
+}
+
+}  // namespace muxserve::engine

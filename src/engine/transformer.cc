@@ -1,0 +1,158 @@
+#include "muxserve/engine/transformer.h"
+
+#include <cmath>
+#include <numbers>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "muxserve/common/status.h"
+
+namespace muxserve::engine {
+
+std::vector<float> RopeInverseFrequencies(const model::ModelSpec& spec) {
+  const int64_t half = spec.head_dim / 2;
+  std::vector<float> inv_freq(half);
+  for (int64_t i = 0; i < half; ++i) {
+    // HF: 1 / theta^(2i/d), computed in float32 from an int64 arange.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(spec.head_dim);
+    inv_freq[i] = 1.0f / std::pow(static_cast<float>(spec.rope.theta), exponent);
+  }
+  switch (spec.rope.scaling) {
+    case model::RopeScaling::kNone:
+      break;
+    case model::RopeScaling::kLinear:
+      for (float& f : inv_freq) f = static_cast<float>(f / spec.rope.factor);
+      break;
+    case model::RopeScaling::kLlama3: {
+      const double old_context = static_cast<double>(spec.rope.original_max_position);
+      const double low_freq_wavelen = old_context / spec.rope.low_freq_factor;
+      const double high_freq_wavelen = old_context / spec.rope.high_freq_factor;
+      for (float& f : inv_freq) {
+        const double wavelen = 2 * std::numbers::pi / f;
+        if (wavelen > low_freq_wavelen) {
+          f = static_cast<float>(f / spec.rope.factor);
+        } else if (wavelen >= high_freq_wavelen) {
+          const double smooth = (old_context / wavelen - spec.rope.low_freq_factor) /
+                                (spec.rope.high_freq_factor - spec.rope.low_freq_factor);
+          f = static_cast<float>((1 - smooth) * f / spec.rope.factor + smooth * f);
+        }
+      }
+      break;
+    }
+  }
+  return inv_freq;
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const model::ModelSpec& spec,
+                                                               const model::Weights& weights,
+                                                               Ops* ops, int64_t max_step_tokens,
+                                                               int64_t max_step_seqs) {
+  std::unique_ptr<Transformer> t(new Transformer(spec, ops));
+  t->max_step_tokens_ = max_step_tokens;
+  t->max_step_seqs_ = max_step_seqs;
+
+  auto load = [&](std::initializer_list<std::string> names) -> absl::StatusOr<Buffer> {
+    std::vector<const model::TensorInfo*> parts;
+    for (const std::string& name : names) {
+      ASSIGN_OR_RETURN(const model::TensorInfo* info, weights.Get(name));
+      parts.push_back(info);
+    }
+    ASSIGN_OR_RETURN(Buffer buffer, ops->LoadWeight(parts));
+    t->weight_bytes_ += buffer.bytes;
+    return buffer;
+  };
+
+  ASSIGN_OR_RETURN(t->embedding_, load({"model.embed_tokens.weight"}));
+  ASSIGN_OR_RETURN(t->final_norm_, load({"model.norm.weight"}));
+  if (spec.tie_word_embeddings) {
+    t->lm_head_ = t->embedding_;
+  } else {
+    ASSIGN_OR_RETURN(t->lm_head_, load({"lm_head.weight"}));
+  }
+  for (int64_t i = 0; i < spec.num_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    Layer layer;
+    ASSIGN_OR_RETURN(layer.input_norm, load({p + "input_layernorm.weight"}));
+    ASSIGN_OR_RETURN(layer.qkv, load({p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
+                                      p + "self_attn.v_proj.weight"}));
+    if (spec.qkv_bias) {
+      ASSIGN_OR_RETURN(layer.qkv_bias,
+                       load({p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias",
+                             p + "self_attn.v_proj.bias"}));
+    }
+    ASSIGN_OR_RETURN(layer.o_proj, load({p + "self_attn.o_proj.weight"}));
+    ASSIGN_OR_RETURN(layer.post_norm, load({p + "post_attention_layernorm.weight"}));
+    ASSIGN_OR_RETURN(layer.gate_up, load({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}));
+    ASSIGN_OR_RETURN(layer.down, load({p + "mlp.down_proj.weight"}));
+    t->layers_.push_back(std::move(layer));
+  }
+  const std::vector<float> inv_freq = RopeInverseFrequencies(spec);
+  ASSIGN_OR_RETURN(t->inv_freq_, ops->UploadFloat32(inv_freq));
+
+  const int64_t e = static_cast<int64_t>(DTypeSize(ops->dtype()));
+  const int64_t n = max_step_tokens;
+  const int64_t qkv_width = spec.q_size() + 2 * spec.kv_size();
+  ASSIGN_OR_RETURN(t->residual_, ops->Allocate(n * spec.hidden_size * e));
+  ASSIGN_OR_RETURN(t->normed_, ops->Allocate(n * spec.hidden_size * e));
+  ASSIGN_OR_RETURN(t->qkv_, ops->Allocate(n * qkv_width * e));
+  ASSIGN_OR_RETURN(t->attn_, ops->Allocate(n * spec.q_size() * e));
+  ASSIGN_OR_RETURN(t->gate_up_, ops->Allocate(n * 2 * spec.intermediate_size * e));
+  ASSIGN_OR_RETURN(t->act_, ops->Allocate(n * spec.intermediate_size * e));
+  ASSIGN_OR_RETURN(t->delta_, ops->Allocate(n * spec.hidden_size * e));
+  ASSIGN_OR_RETURN(t->last_, ops->Allocate(max_step_seqs * spec.hidden_size * e));
+  ASSIGN_OR_RETURN(t->logits_, ops->Allocate(max_step_seqs * spec.vocab_size * e));
+  return t;
+}
+
+absl::Status Transformer::Forward(const StepPlan& plan, const kernels::PagedKv& kv,
+                                  std::vector<float>* logits) {
+  const int64_t n = plan.num_tokens();
+  const int64_t rows = static_cast<int64_t>(plan.logit_rows.size());
+  if (n == 0 || n > max_step_tokens_ || rows > max_step_seqs_) {
+    return absl::InternalError(absl::StrCat("step of ", n, " tokens and ", rows,
+                                            " logit rows exceeds the planned maximum (",
+                                            max_step_tokens_, ", ", max_step_seqs_, ")"));
+  }
+  RETURN_IF_ERROR(ops_->BeginStep(plan));
+  const model::ModelSpec& s = spec_;
+  const int64_t hidden = s.hidden_size;
+  const int64_t qkv_width = s.q_size() + 2 * s.kv_size();
+  const int64_t k_offset = s.q_size();
+  const int64_t v_offset = s.q_size() + s.kv_size();
+  const float eps = static_cast<float>(s.rms_norm_eps);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+
+  ops_->Embedding(plan, embedding_.get(), hidden, residual_.get());
+  for (int64_t l = 0; l < s.num_layers; ++l) {
+    const Layer& layer = layers_[l];
+    if (l == 0) {
+      ops_->RmsNorm(residual_.get(), layer.input_norm.get(), n, hidden, eps, normed_.get());
+    } else {
+      // Adds the previous layer's MLP output into the residual stream.
+      ops_->AddRmsNorm(residual_.get(), delta_.get(), layer.input_norm.get(), n, hidden, eps,
+                       normed_.get());
+    }
+    ops_->Gemm(normed_.get(), layer.qkv.get(), layer.qkv_bias.get(), n, qkv_width, hidden,
+               qkv_.get());
+    ops_->Rope(qkv_.get(), plan, inv_freq_.get(), qkv_width, s.num_heads, s.num_kv_heads,
+               k_offset, s.head_dim);
+    ops_->KvAppend(qkv_.get(), plan, qkv_width, k_offset, v_offset, l, kv);
+    ops_->Attention(qkv_.get(), plan, qkv_width, s.num_heads, l, scale, kv, attn_.get());
+    ops_->Gemm(attn_.get(), layer.o_proj.get(), nullptr, n, hidden, s.q_size(), delta_.get());
+    ops_->AddRmsNorm(residual_.get(), delta_.get(), layer.post_norm.get(), n, hidden, eps,
+                     normed_.get());
+    ops_->Gemm(normed_.get(), layer.gate_up.get(), nullptr, n, 2 * s.intermediate_size, hidden,
+               gate_up_.get());
+    ops_->SiluMul(gate_up_.get(), n, s.intermediate_size, act_.get());
+    ops_->Gemm(act_.get(), layer.down.get(), nullptr, n, hidden, s.intermediate_size,
+               delta_.get());
+  }
+  ops_->AddRmsNorm(residual_.get(), delta_.get(), final_norm_.get(), n, hidden, eps,
+                   normed_.get());
+  ops_->GatherLogitRows(normed_.get(), plan, hidden, last_.get());
+  ops_->Gemm(last_.get(), lm_head_.get(), nullptr, rows, s.vocab_size, hidden, logits_.get());
+  logits->resize(rows * s.vocab_size);
+  return ops_->CopyToHost(logits_.get(), rows * s.vocab_size, logits->data());
+}
+
+}  // namespace muxserve::engine

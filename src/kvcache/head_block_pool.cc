@@ -1,0 +1,54 @@
+#include "muxserve/kvcache/head_block_pool.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace muxserve::kvcache {
+
+HeadBlockPool::HeadBlockPool(int64_t num_blocks, int64_t block_bytes, DType dtype)
+    : num_blocks_(num_blocks), block_bytes_(block_bytes), dtype_(dtype) {
+  free_list_.reserve(num_blocks);
+  // Pop from the back hands out low ids first, which keeps early allocations compact.
+  for (int64_t i = num_blocks - 1; i >= 0; --i) free_list_.push_back(static_cast<int32_t>(i));
+}
+
+int64_t HeadBlockPool::TokensPerBlock(int64_t head_dim) const {
+  return block_bytes_ / (2 * head_dim * static_cast<int64_t>(DTypeSize(dtype_)));
+}
+
+int HeadBlockPool::RegisterLlm(const std::string& name, const KvShape& shape, double weight) {
+  llms_.push_back(LlmEntry{.name = name, .shape = shape, .weight = weight});
+  return static_cast<int>(llms_.size()) - 1;
+}
+
+void HeadBlockPool::RebalanceQuotas() {
+  double total_weight = 0;
+  for (const LlmEntry& llm : llms_) total_weight += llm.weight;
+  for (LlmEntry& llm : llms_) {
+    llm.quota = total_weight > 0
+                    ? static_cast<int64_t>(std::floor(num_blocks_ * llm.weight / total_weight))
+                    : 0;
+  }
+}
+
+absl::Status HeadBlockPool::Allocate(int llm, int64_t count, std::vector<int32_t>* out) {
+  if (count > free_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV pool has ", free_blocks(),
+                                                     " free head blocks, ", count, " needed"));
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    out->push_back(free_list_.back());
+    free_list_.pop_back();
+  }
+  llms_[llm].used += count;
+  return absl::OkStatus();
+}
+
+void HeadBlockPool::Free(int llm, std::span<const int32_t> ids) {
+  free_list_.insert(free_list_.end(), ids.rbegin(), ids.rend());
+  llms_[llm].used -= static_cast<int64_t>(ids.size());
+}
+
+}  // namespace muxserve::kvcache

@@ -1,0 +1,492 @@
+#include "muxserve/config/config.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace muxserve::config {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+// YAML text from lines, so a test can name line numbers by counting (line N is element N-1).
+std::string Lines(std::initializer_list<std::string_view> lines) {
+  return absl::StrJoin(lines, "\n",
+                       [](std::string* out, std::string_view line) {
+                         absl::StrAppend(out, absl::string_view(line.data(), line.size()));
+                       }) +
+         "\n";
+}
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    dir_ = fs::path(::testing::TempDir()) /
+           absl::StrCat("config_test_", ::getpid(), "_", counter.fetch_add(1));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path Write(const fs::path& relative, const std::string& text) {
+    const fs::path path = dir_ / relative;
+    fs::create_directories(path.parent_path());
+    std::ofstream(path) << text;
+    return path;
+  }
+  // A directory that passes for a Hugging Face model directory.
+  fs::path MakeModelDir(const fs::path& relative) {
+    Write(relative / "config.json", "{}");
+    return dir_ / relative;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(ConfigTest, FullFile) {
+  MakeModelDir("models/llama");
+  const fs::path path = Write("muxserve.yaml", Lines({
+                                                   "server:",
+                                                   "  grpc_address: 0.0.0.0:6000",
+                                                   "  metrics_address: \"\"",
+                                                   "  shutdown_grace_seconds: 2.5",
+                                                   "  max_queued_requests: 64",
+                                                   "  synthetic_dir: cache/synth",
+                                                   "runtime:",
+                                                   "  backend: cpu",
+                                                   "  cpu_threads: 2",
+                                                   "kv_cache:",
+                                                   "  memory: 2GiB",
+                                                   "  block_bytes: 32768",
+                                                   "scheduler:",
+                                                   "  mode: temporal",
+                                                   "  max_prefill_tokens: 512",
+                                                   "  max_batch_size: 32",
+                                                   "models:",
+                                                   "  - name: llama-3.2-1b",
+                                                   "    path: models/llama",
+                                                   "    dtype: bf16",
+                                                   "    rate: 2.5",
+                                                   "    max_context: 4096",
+                                                   "    chat_template: llama3",
+                                                   "  - name: tiny_gqa.v2",
+                                                   "    synthetic:",
+                                                   "      layers: 6",
+                                                   "      hidden: 192",
+                                                   "      heads: 6",
+                                                   "      kv_heads: 2",
+                                                   "      head_dim: 64",
+                                                   "      intermediate: 512",
+                                                   "      vocab: 512",
+                                                   "      max_position: 1024",
+                                                   "      rope_theta: 500000",
+                                                   "      qkv_bias: true",
+                                                   "      tie_embeddings: true",
+                                                   "      seed: 42",
+                                                   "    rate: 0.5",
+                                               }));
+  absl::StatusOr<Config> config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->source, path);
+  EXPECT_EQ(config->server.grpc_address, "0.0.0.0:6000");
+  EXPECT_EQ(config->server.metrics_address, "");
+  EXPECT_DOUBLE_EQ(config->server.shutdown_grace_seconds, 2.5);
+  EXPECT_EQ(config->server.max_queued_requests, 64);
+  EXPECT_EQ(config->server.synthetic_dir, dir_ / "cache" / "synth");
+  EXPECT_EQ(config->runtime.backend, Backend::kCpu);
+  EXPECT_EQ(config->runtime.cpu_threads, 2);
+  EXPECT_EQ(config->kv_cache.memory_bytes, int64_t{2} << 30);
+  EXPECT_EQ(config->kv_cache.block_bytes, 32768);
+  EXPECT_EQ(config->scheduler.mode, SchedulerMode::kTemporal);
+  EXPECT_EQ(config->scheduler.max_prefill_tokens, 512);
+  EXPECT_EQ(config->scheduler.max_batch_size, 32);
+
+  ASSERT_EQ(config->models.size(), 2u);
+  const ModelConfig& hf = config->models[0];
+  EXPECT_EQ(hf.name, "llama-3.2-1b");
+  EXPECT_EQ(hf.path, dir_ / "models" / "llama");
+  EXPECT_FALSE(hf.synthetic.has_value());
+  EXPECT_EQ(hf.dtype, DType::kBFloat16);
+  EXPECT_DOUBLE_EQ(hf.rate, 2.5);
+  EXPECT_EQ(hf.max_context, 4096);
+  EXPECT_EQ(hf.chat_template, "llama3");
+  EXPECT_EQ(hf.line, 18);
+
+  const ModelConfig& synthetic = config->models[1];
+  EXPECT_EQ(synthetic.name, "tiny_gqa.v2");
+  EXPECT_TRUE(synthetic.path.empty());
+  EXPECT_FALSE(synthetic.dtype.has_value());
+  EXPECT_EQ(synthetic.line, 24);
+  ASSERT_TRUE(synthetic.synthetic.has_value());
+  EXPECT_EQ(synthetic.synthetic->seed, 42u);
+  const model::ModelSpec& spec = synthetic.synthetic->spec;
+  EXPECT_EQ(spec.architecture, "LlamaForCausalLM");
+  EXPECT_EQ(spec.model_type, "llama");
+  EXPECT_EQ(spec.num_layers, 6);
+  EXPECT_EQ(spec.hidden_size, 192);
+  EXPECT_EQ(spec.num_heads, 6);
+  EXPECT_EQ(spec.num_kv_heads, 2);
+  EXPECT_EQ(spec.head_dim, 64);
+  EXPECT_EQ(spec.intermediate_size, 512);
+  EXPECT_EQ(spec.vocab_size, 512);
+  EXPECT_EQ(spec.max_position_embeddings, 1024);
+  EXPECT_DOUBLE_EQ(spec.rope.theta, 500000);
+  EXPECT_TRUE(spec.qkv_bias);
+  EXPECT_TRUE(spec.tie_word_embeddings);
+  EXPECT_EQ(spec.dtype, DType::kBFloat16);
+  EXPECT_DOUBLE_EQ(spec.rms_norm_eps, 1e-5);
+  EXPECT_EQ(spec.eos_token_ids, (std::vector<int32_t>{258, 256}));
+}
+
+TEST_F(ConfigTest, Defaults) {
+  const fs::path path = Write("conf/minimal.yaml", Lines({
+                                                       "models:",
+                                                       "  - name: tiny",
+                                                       "    synthetic:",
+                                                       "      layers: 2",
+                                                       "      hidden: 256",
+                                                       "      heads: 8",
+                                                       "      intermediate: 688",
+                                                   }));
+  absl::StatusOr<Config> config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const Config defaults;
+  EXPECT_EQ(config->server.grpc_address, defaults.server.grpc_address);
+  EXPECT_EQ(config->server.metrics_address, defaults.server.metrics_address);
+  EXPECT_EQ(config->server.max_queued_requests, defaults.server.max_queued_requests);
+  EXPECT_EQ(config->server.synthetic_dir, dir_ / "conf" / ".cache" / "synthetic");
+  EXPECT_EQ(config->runtime.backend, Backend::kAuto);
+  EXPECT_EQ(config->runtime.cpu_threads, 0);
+  EXPECT_EQ(config->kv_cache.memory_bytes, defaults.kv_cache.memory_bytes);
+  EXPECT_EQ(config->kv_cache.block_bytes, defaults.kv_cache.block_bytes);
+  EXPECT_EQ(config->scheduler.mode, SchedulerMode::kMuxserve);
+
+  ASSERT_EQ(config->models.size(), 1u);
+  const ModelConfig& model = config->models[0];
+  EXPECT_DOUBLE_EQ(model.rate, 1.0);
+  EXPECT_EQ(model.max_context, 0);
+  EXPECT_EQ(model.chat_template, "");
+  ASSERT_TRUE(model.synthetic.has_value());
+  EXPECT_EQ(model.synthetic->seed, 0u);
+  const model::ModelSpec& spec = model.synthetic->spec;
+  EXPECT_EQ(spec.num_kv_heads, 8);
+  EXPECT_EQ(spec.head_dim, 32);
+  EXPECT_EQ(spec.vocab_size, 320);
+  EXPECT_EQ(spec.max_position_embeddings, 2048);
+  EXPECT_DOUBLE_EQ(spec.rope.theta, 10000);
+  EXPECT_FALSE(spec.qkv_bias);
+  EXPECT_FALSE(spec.tie_word_embeddings);
+}
+
+TEST_F(ConfigTest, PathsResolveAgainstTheConfigFolder) {
+  MakeModelDir("hf/mistral");
+  const fs::path path = Write("etc/muxserve/serve.yaml",
+                              Lines({
+                                  "server:",
+                                  "  synthetic_dir: ../../synth",
+                                  "models:",
+                                  "  - name: mistral",
+                                  "    path: ../../hf/mistral/",
+                                  "  - name: absolute",
+                                  absl::StrCat("    path: ", (dir_ / "hf/mistral").string()),
+                              }));
+  absl::StatusOr<Config> config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.synthetic_dir, dir_ / "synth");
+  ASSERT_EQ(config->models.size(), 2u);
+  EXPECT_TRUE(fs::equivalent(config->models[0].path, dir_ / "hf" / "mistral"));
+  EXPECT_EQ(config->models[1].path, dir_ / "hf" / "mistral");
+}
+
+TEST_F(ConfigTest, RelativeOriginResolvesAgainstTheWorkingDirectory) {
+  absl::StatusOr<Config> config = ParseConfig(Lines({"models:", "  - name: m",
+                                                     "    synthetic: {layers: 1, hidden: 64, "
+                                                     "heads: 2, intermediate: 128}"}),
+                                              "relative/dir/muxserve.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.synthetic_dir,
+            fs::current_path() / "relative" / "dir" / ".cache" / "synthetic");
+}
+
+TEST_F(ConfigTest, MissingModelDirectory) {
+  const fs::path path = Write("a.yaml", Lines({"models:", "  - name: m", "    path: nowhere"}));
+  absl::Status status = LoadConfig(path).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr(absl::StrCat(path.string(), ":3: key 'models[0].path'")));
+  EXPECT_THAT(std::string(status.message()), HasSubstr((dir_ / "nowhere").string()));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("does not exist"));
+}
+
+TEST_F(ConfigTest, ModelDirectoryWithoutConfigJson) {
+  fs::create_directories(dir_ / "empty");
+  Write("not-a-dir", "x");
+  const fs::path path = Write("a.yaml", Lines({"models:", "  - name: m", "    path: empty",
+                                               "  - name: n", "    path: not-a-dir"}));
+  absl::Status status = LoadConfig(path).status();
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr(absl::StrCat(path.string(), ":3: key 'models[0].path'")));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("has no config.json"));
+
+  MakeModelDir("empty");
+  status = LoadConfig(path).status();
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr(absl::StrCat(path.string(), ":5: key 'models[1].path'")));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("is not a directory"));
+}
+
+TEST_F(ConfigTest, MissingFile) {
+  absl::Status status = LoadConfig(dir_ / "absent.yaml").status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(status.message()), HasSubstr((dir_ / "absent.yaml").string()));
+}
+
+TEST_F(ConfigTest, SyntaxErrorNamesFileAndLine) {
+  const fs::path path = Write("bad.yaml", Lines({"models:", "  - name: m", "    rate: [1, 2"}));
+  absl::Status status = LoadConfig(path).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr(absl::StrCat(path.string(), ":")));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("invalid YAML"));
+}
+
+TEST_F(ConfigTest, EmptyFileNeedsModels) {
+  const fs::path path = Write("empty.yaml", "");
+  absl::Status status = LoadConfig(path).status();
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr(absl::StrCat(path.string(), ":1: key 'models'")));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("required"));
+}
+
+TEST_F(ConfigTest, Names) {
+  EXPECT_EQ(BackendName(Backend::kAuto), "auto");
+  EXPECT_EQ(BackendName(Backend::kCpu), "cpu");
+  EXPECT_EQ(BackendName(Backend::kCuda), "cuda");
+  EXPECT_EQ(SchedulerModeName(SchedulerMode::kMuxserve), "muxserve");
+  EXPECT_EQ(SchedulerModeName(SchedulerMode::kTemporal), "temporal");
+  EXPECT_EQ(SchedulerModeName(SchedulerMode::kSpatial), "spatial");
+}
+
+TEST(ShippedConfigs, DefaultLoads) {
+  absl::StatusOr<Config> config =
+      LoadConfig(fs::path(MUXSERVE_SOURCE_DIR) / "configs" / "default.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->runtime.backend, Backend::kCpu);
+  EXPECT_EQ(config->server.grpc_address, "127.0.0.1:50051");
+  EXPECT_EQ(config->server.metrics_address, "127.0.0.1:9400");
+  EXPECT_EQ(config->kv_cache.memory_bytes, int64_t{64} << 20);
+  EXPECT_EQ(config->server.synthetic_dir,
+            (fs::path(MUXSERVE_SOURCE_DIR) / ".cache" / "synthetic").lexically_normal());
+  ASSERT_EQ(config->models.size(), 3u);
+  for (const ModelConfig& model : config->models) {
+    EXPECT_TRUE(model.synthetic.has_value()) << model.name;
+  }
+}
+
+// The HF example names directories that exist only where models were downloaded: everything but
+// the model paths must be valid.
+TEST(ShippedConfigs, HfExampleIsValidExceptForItsModelDirectories) {
+  absl::StatusOr<Config> config =
+      LoadConfig(fs::path(MUXSERVE_SOURCE_DIR) / "configs" / "example-hf.yaml");
+  if (!config.ok()) {
+    EXPECT_THAT(std::string(config.status().message()), HasSubstr(".path'")) << config.status();
+    EXPECT_THAT(std::string(config.status().message()), HasSubstr("does not exist"))
+        << config.status();
+  }
+}
+
+struct ErrorCase {
+  std::string test_name;
+  std::string yaml;
+  int line;
+  std::string key;
+  std::string reason;
+};
+
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.test_name; }
+
+constexpr std::string_view kModel = "  - name: m";
+constexpr std::string_view kShape =
+    "    synthetic: {layers: 1, hidden: 64, heads: 2, intermediate: 128}";
+
+class ConfigErrorTest : public ConfigTest, public ::testing::WithParamInterface<ErrorCase> {};
+
+TEST_P(ConfigErrorTest, NamesFileLineAndKey) {
+  const ErrorCase& c = GetParam();
+  const fs::path path = Write("case.yaml", c.yaml);
+  absl::StatusOr<Config> config = LoadConfig(path);
+  ASSERT_FALSE(config.ok()) << "accepted:\n" << c.yaml;
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(config.status().message()),
+              HasSubstr(absl::StrCat(path.string(), ":", c.line, ": key '", c.key, "': ")));
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr(c.reason));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Errors, ConfigErrorTest,
+    ::testing::Values(
+        ErrorCase{"UnknownTopLevelKey", Lines({"models:", kModel, kShape, "modles: []"}), 4,
+                  "modles", "unknown key (allowed: server, runtime, kv_cache, scheduler, models)"},
+        ErrorCase{"UnknownServerKey",
+                  Lines({"server:", "  grpc_adress: 1.2.3.4:5", "models:", kModel, kShape}), 2,
+                  "server.grpc_adress", "allowed: grpc_address, metrics_address"},
+        ErrorCase{"DuplicateKey", Lines({"models:", kModel, kShape, "    rate: 1", "    rate: 2"}),
+                  5, "models[0].rate", "duplicate key (first at line 4)"},
+        ErrorCase{"SectionNotAMap", Lines({"server: 5", "models:", kModel, kShape}), 1, "server",
+                  "expected a map with keys grpc_address"},
+        ErrorCase{"RateNotANumber", Lines({"models:", kModel, kShape, "    rate: fast"}), 4,
+                  "models[0].rate", "expected a number, got 'fast'"},
+        ErrorCase{"RateZero", Lines({"models:", kModel, kShape, "    rate: 0"}), 4,
+                  "models[0].rate", "must be > 0"},
+        ErrorCase{"RateOfSecondModel",
+                  Lines({"models:", kModel, kShape, "  - name: n", kShape, "    rate: -2"}), 6,
+                  "models[1].rate", "must be > 0"},
+        ErrorCase{"RateInfinite", Lines({"models:", kModel, kShape, "    rate: .inf"}), 4,
+                  "models[0].rate", "expected a number"},
+        ErrorCase{"MaxContextNegative", Lines({"models:", kModel, kShape, "    max_context: -1"}),
+                  4, "models[0].max_context", "must be >= 0"},
+        ErrorCase{"MaxContextBeyondPositions",
+                  Lines({"models:", kModel, kShape, "    max_context: 4096"}), 4,
+                  "models[0].max_context", "exceeds the model's max_position (2048)"},
+        ErrorCase{"IntegerExpected",
+                  Lines({"scheduler:", "  max_batch_size: 1.5", "models:", kModel, kShape}), 2,
+                  "scheduler.max_batch_size", "expected an integer, got '1.5'"},
+        ErrorCase{"QuotedNumberIsAString",
+                  Lines({"models:", kModel, "    synthetic:", "      layers: \"2\"",
+                         "      hidden: 64", "      heads: 2", "      intermediate: 128"}),
+                  4, "models[0].synthetic.layers", "expected an integer, got the quoted string"},
+        ErrorCase{"MemoryZero", Lines({"kv_cache:", "  memory: 0", "models:", kModel, kShape}), 2,
+                  "kv_cache.memory", "must be > 0"},
+        ErrorCase{"MemoryBadUnit",
+                  Lines({"kv_cache:", "  memory: 12 bananas", "models:", kModel, kShape}), 2,
+                  "kv_cache.memory", "unknown unit 'bananas'"},
+        ErrorCase{"MemoryNegative",
+                  Lines({"kv_cache:", "  memory: -5MiB", "models:", kModel, kShape}), 2,
+                  "kv_cache.memory", "cannot be negative"},
+        ErrorCase{"BlockBytesNotPowerOfTwo",
+                  Lines({"kv_cache:", "  block_bytes: 3000", "models:", kModel, kShape}), 2,
+                  "kv_cache.block_bytes", "must be a power of two >= 1024"},
+        ErrorCase{"BlockBytesTooSmall",
+                  Lines({"kv_cache:", "  block_bytes: 512", "models:", kModel, kShape}), 2,
+                  "kv_cache.block_bytes", "must be a power of two >= 1024, got 512"},
+        ErrorCase{"MemoryBelowOneBlock",
+                  Lines({"kv_cache:", "  memory: 1KiB", "  block_bytes: 2KiB", "models:", kModel,
+                         kShape}),
+                  2, "kv_cache.memory", "at least one block"},
+        ErrorCase{"MaxPrefillTokensZero",
+                  Lines({"scheduler:", "  max_prefill_tokens: 0", "models:", kModel, kShape}), 2,
+                  "scheduler.max_prefill_tokens", "must be >= 1"},
+        ErrorCase{"UnknownSchedulerMode",
+                  Lines({"scheduler:", "  mode: fifo", "models:", kModel, kShape}), 2,
+                  "scheduler.mode", "unknown value 'fifo' (one of 'muxserve', 'temporal'"},
+        ErrorCase{"UnknownBackend",
+                  Lines({"runtime:", "  backend: tpu", "models:", kModel, kShape}), 2,
+                  "runtime.backend", "unknown value 'tpu'"},
+        ErrorCase{"NegativeCpuThreads",
+                  Lines({"runtime:", "  cpu_threads: -1", "models:", kModel, kShape}), 2,
+                  "runtime.cpu_threads", "must be >= 0"},
+        ErrorCase{"NegativeGrace",
+                  Lines({"server:", "  shutdown_grace_seconds: -1", "models:", kModel, kShape}), 2,
+                  "server.shutdown_grace_seconds", "must be >= 0"},
+        ErrorCase{"NoQueue",
+                  Lines({"server:", "  max_queued_requests: 0", "models:", kModel, kShape}), 2,
+                  "server.max_queued_requests", "must be >= 1"},
+        ErrorCase{"AddressWithoutPort",
+                  Lines({"server:", "  grpc_address: localhost", "models:", kModel, kShape}), 2,
+                  "server.grpc_address", "expected host:port"},
+        ErrorCase{"EmptyGrpcAddress",
+                  Lines({"server:", "  grpc_address: \"\"", "models:", kModel, kShape}), 2,
+                  "server.grpc_address", "expected host:port"},
+        ErrorCase{
+            "BadPort",
+            Lines({"server:", "  metrics_address: 127.0.0.1:70000", "models:", kModel, kShape}), 2,
+            "server.metrics_address", "bad port"},
+        ErrorCase{"BareIpv6",
+                  Lines({"server:", "  grpc_address: ::1:50051", "models:", kModel, kShape}), 2,
+                  "server.grpc_address", "IPv6 hosts go in brackets"},
+        ErrorCase{"SamePorts",
+                  Lines({"server:", "  grpc_address: 127.0.0.1:7000",
+                         "  metrics_address: 127.0.0.1:7000", "models:", kModel, kShape}),
+                  3, "server.metrics_address", "must differ from grpc_address"},
+        ErrorCase{"NoModels", Lines({"server:", "  grpc_address: 127.0.0.1:1"}), 1, "models",
+                  "required"},
+        ErrorCase{"EmptyModelList", Lines({"runtime: {}", "models: []"}), 2, "models",
+                  "at least one model is required"},
+        ErrorCase{"ModelsNotAList", Lines({"models:", "  name: m"}), 2, "models",
+                  "expected a list of models"},
+        ErrorCase{"ModelNotAMap", Lines({"models:", "  - m"}), 2, "models[0]",
+                  "expected a map with keys name, path"},
+        ErrorCase{"DuplicateModelName",
+                  Lines({"models:", kModel, kShape, "  - name: n", kShape, kModel, kShape}), 6,
+                  "models[2].name", "duplicate model name 'm' (first defined at line 2)"},
+        ErrorCase{"DuplicateNameComesBeforeOtherErrors",
+                  Lines({"models:", kModel, kShape, kModel, "    path: nowhere"}), 4,
+                  "models[1].name", "duplicate model name 'm' (first defined at line 2)"},
+        ErrorCase{"ModelWithoutName", Lines({"models:", "  - rate: 1", kShape}), 2,
+                  "models[0].name", "required"},
+        ErrorCase{"BadModelName", Lines({"models:", "  - name: my model", kShape}), 2,
+                  "models[0].name", "bad model name 'my model'"},
+        ErrorCase{"PathAndSynthetic", Lines({"models:", kModel, kShape, "    path: x"}), 2,
+                  "models[0]", "exactly one of 'path' and 'synthetic'"},
+        ErrorCase{"NeitherPathNorSynthetic", Lines({"models:", kModel, "    rate: 2"}), 2,
+                  "models[0]", "one of 'path'"},
+        ErrorCase{"SyntheticEmpty", Lines({"models:", kModel, "    synthetic:"}), 3,
+                  "models[0].synthetic", "expected a map with the model's shape"},
+        ErrorCase{"SyntheticMissingLayers",
+                  Lines({"models:", kModel, "    synthetic:", "      hidden: 64", "      heads: 2",
+                         "      intermediate: 128"}),
+                  4, "models[0].synthetic.layers", "required"},
+        ErrorCase{"SyntheticUnknownKey",
+                  Lines({"models:", kModel, "    synthetic:", "      layers: 1", "      hidden: 64",
+                         "      heads: 2", "      intermediate: 128", "      experts: 8"}),
+                  8, "models[0].synthetic.experts", "unknown key (allowed: layers, hidden"},
+        ErrorCase{"SyntheticSmallVocab",
+                  Lines({"models:", kModel, "    synthetic:", "      layers: 1", "      hidden: 64",
+                         "      heads: 2", "      intermediate: 128", "      vocab: 100"}),
+                  8, "models[0].synthetic.vocab", "must be >= 259"},
+        ErrorCase{
+            "SyntheticKvHeadsMustDivideHeads",
+            Lines({"models:", kModel, "    synthetic:", "      layers: 1", "      hidden: 256",
+                   "      heads: 8", "      kv_heads: 3", "      intermediate: 128"}),
+            7, "models[0].synthetic.kv_heads", "must divide heads (8), got 3"},
+        ErrorCase{"SyntheticHiddenNotDivisible",
+                  Lines({"models:", kModel, "    synthetic:", "      layers: 1",
+                         "      hidden: 100", "      heads: 3", "      intermediate: 128"}),
+                  6, "models[0].synthetic.heads", "set head_dim"},
+        ErrorCase{"SyntheticOddHeadDim",
+                  Lines({"models:", kModel, "    synthetic:", "      layers: 1", "      hidden: 64",
+                         "      heads: 2", "      head_dim: 33", "      intermediate: 128"}),
+                  7, "models[0].synthetic.head_dim", "must be even"},
+        ErrorCase{"SyntheticZeroLayers",
+                  Lines({"models:", kModel, "    synthetic:", "      layers: 0", "      hidden: 64",
+                         "      heads: 2", "      intermediate: 128"}),
+                  4, "models[0].synthetic.layers", "must be >= 1"},
+        ErrorCase{"SyntheticBadBool",
+                  Lines({"models:", kModel, "    synthetic:", "      layers: 1", "      hidden: 64",
+                         "      heads: 2", "      intermediate: 128", "      qkv_bias: maybe"}),
+                  8, "models[0].synthetic.qkv_bias", "expected true or false"},
+        ErrorCase{"SyntheticNegativeSeed",
+                  Lines({"models:", kModel, "    synthetic:", "      layers: 1", "      hidden: 64",
+                         "      heads: 2", "      intermediate: 128", "      seed: -1"}),
+                  8, "models[0].synthetic.seed", "expected a non-negative integer"},
+        ErrorCase{"UnknownDType", Lines({"models:", kModel, kShape, "    dtype: int8"}), 4,
+                  "models[0].dtype", "unknown dtype 'int8'"},
+        ErrorCase{"UnknownChatTemplate",
+                  Lines({"models:", kModel, kShape, "    chat_template: vicuna"}), 4,
+                  "models[0].chat_template", "unknown value 'vicuna'"}),
+    [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.test_name; });
+
+}  // namespace
+}  // namespace muxserve::config

@@ -1,0 +1,251 @@
+#include "muxserve/engine/unit_engine.h"
+
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "muxserve/model/tokenizer.h"
+#include "test_models.h"
+
+namespace muxserve::engine {
+namespace {
+
+class Collector : public RequestSink {
+ public:
+  void OnDelta(StreamDelta delta) override {
+    absl::MutexLock lock(&mu_);
+    text_ += delta.text;
+    ids_.insert(ids_.end(), delta.token_ids.begin(), delta.token_ids.end());
+    ++deltas_;
+  }
+  void OnFinish(const FinishInfo& info) override {
+    absl::MutexLock lock(&mu_);
+    EXPECT_FALSE(finish_.has_value()) << "OnFinish called twice";
+    finish_ = info;
+  }
+  FinishInfo Wait() {
+    absl::MutexLock lock(&mu_);
+    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_.has_value(); };
+    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(60)));
+    return finish_.value_or(FinishInfo{.reason = FinishReason::kError});
+  }
+  std::vector<int32_t> ids() {
+    absl::MutexLock lock(&mu_);
+    return ids_;
+  }
+  std::string text() {
+    absl::MutexLock lock(&mu_);
+    return text_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::string text_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> ids_ ABSL_GUARDED_BY(mu_);
+  int deltas_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<FinishInfo> finish_ ABSL_GUARDED_BY(mu_);
+};
+
+struct TestLlm {
+  std::string name;
+  model::ModelSpec spec;
+  std::filesystem::path dir;
+};
+
+class UnitEngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    llms_ = new std::vector<TestLlm>();
+    for (auto [name, spec] : {std::pair{"alpha", testing::TinySpec(2, 64, 4, 2, 128)},
+                              std::pair{"beta", testing::TinySpec(2, 96, 6, 6, 160)}}) {
+      llms_->push_back({name, spec, testing::WriteTinyModel(name, spec, 11)});
+    }
+  }
+  static void TearDownTestSuite() { delete llms_; }
+
+  std::unique_ptr<UnitEngine> MakeEngine(int64_t kv_bytes = 8 << 20,
+                                         int64_t max_queued = 64) {
+    UnitOptions options;
+    options.cpu_threads = 2;
+    options.kv_cache = {.memory_bytes = kv_bytes, .block_bytes = 2048};
+    options.max_queued_requests = max_queued;
+    auto engine = UnitEngine::Create(options, nullptr);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    for (const TestLlm& llm : *llms_) {
+      auto tokenizer = model::Tokenizer::Load(llm.dir);
+      EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+      const absl::Status added = (*engine)->AddLlm({.name = llm.name, .model_dir = llm.dir,
+                                                    .spec = llm.spec,
+                                                    .tokenizer = std::move(*tokenizer),
+                                                    .max_context = 256});
+      EXPECT_TRUE(added.ok()) << added;
+    }
+    return std::move(*engine);
+  }
+
+  static Request Greedy(const std::string& model, std::vector<int32_t> prompt, int max_tokens,
+                        std::shared_ptr<Collector> sink) {
+    Request r;
+    r.model = model;
+    r.prompt_tokens = std::move(prompt);
+    r.sampling = {.max_tokens = max_tokens, .temperature = 0, .ignore_eos = true};
+    r.sink = std::move(sink);
+    return r;
+  }
+
+  static std::vector<int32_t> Prompt(int n, int salt) {
+    std::vector<int32_t> p;
+    for (int i = 0; i < n; ++i) p.push_back((i * 37 + salt * 11) % 250 + 3);
+    return p;
+  }
+
+  static std::vector<TestLlm>* llms_;
+};
+std::vector<TestLlm>* UnitEngineTest::llms_ = nullptr;
+
+TEST_F(UnitEngineTest, GreedyOutputDoesNotDependOnWhatElseIsRunning) {
+  auto engine = MakeEngine();
+  // Alone.
+  auto alone = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy("alpha", Prompt(9, 1), 12, alone)).ok());
+  FinishInfo info = alone->Wait();
+  EXPECT_EQ(info.reason, FinishReason::kLength);
+  EXPECT_EQ(info.prompt_tokens, 9);
+  EXPECT_EQ(info.completion_tokens, 12);
+  ASSERT_EQ(alone->ids().size(), 12u);
+
+  // The same request among others of both models, submitted from several threads.
+  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<std::thread> threads;
+  absl::Mutex mu;
+  for (int t = 0; t < 6; ++t) {
+    auto sink = std::make_shared<Collector>();
+    sinks.push_back(sink);
+    threads.emplace_back([&, t, sink] {
+      const std::string model = t % 2 == 0 ? "alpha" : "beta";
+      const auto prompt = t == 0 ? Prompt(9, 1) : Prompt(5 + t * 3, t);
+      EXPECT_TRUE(engine->Submit(Greedy(model, prompt, 12, sink)).ok());
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (auto& sink : sinks) EXPECT_EQ(sink->Wait().reason, FinishReason::kLength);
+  EXPECT_EQ(sinks[0]->ids(), alone->ids());
+  const std::vector<LlmStats> stats = engine->Stats();
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_EQ(stats[0].requests_finished + stats[1].requests_finished, 7);
+  EXPECT_EQ(stats[0].running + stats[1].running, 0);
+  EXPECT_EQ(stats[0].kv_blocks_used + stats[1].kv_blocks_used, 0);
+}
+
+TEST_F(UnitEngineTest, PreemptionOnATinyPoolLosesNothingAndKeepsOutputs) {
+  auto roomy = MakeEngine();
+  // 2048-byte blocks of fp32 head_dim 16: 16 tokens per block; alpha needs 4 head blocks per
+  // token block. 96 blocks cannot hold six 88-token sequences of alpha (24 blocks each) at once.
+  auto tight = MakeEngine(96 * 2048);
+  std::vector<std::shared_ptr<Collector>> reference, squeezed;
+  for (int i = 0; i < 6; ++i) {
+    reference.push_back(std::make_shared<Collector>());
+    squeezed.push_back(std::make_shared<Collector>());
+    ASSERT_TRUE(roomy->Submit(Greedy("alpha", Prompt(8, i), 80, reference.back())).ok());
+    ASSERT_TRUE(tight->Submit(Greedy("alpha", Prompt(8, i), 80, squeezed.back())).ok());
+  }
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(reference[i]->Wait().reason, FinishReason::kLength);
+    EXPECT_EQ(squeezed[i]->Wait().reason, FinishReason::kLength);
+    EXPECT_EQ(squeezed[i]->ids(), reference[i]->ids()) << "request " << i;
+  }
+  EXPECT_GT(tight->Stats()[0].preemptions, 0);
+}
+
+TEST_F(UnitEngineTest, StopTokenStopStringAndLength) {
+  auto engine = MakeEngine();
+  auto probe = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy("beta", Prompt(6, 3), 8, probe)).ok());
+  probe->Wait();
+  const std::vector<int32_t> ids = probe->ids();
+  ASSERT_EQ(ids.size(), 8u);
+
+  // Stop at the third generated token.
+  auto by_token = std::make_shared<Collector>();
+  Request r = Greedy("beta", Prompt(6, 3), 8, by_token);
+  r.sampling.stop_token_ids = {ids[2]};
+  ASSERT_TRUE(engine->Submit(std::move(r)).ok());
+  FinishInfo info = by_token->Wait();
+  EXPECT_EQ(info.reason, FinishReason::kStop);
+  const auto first = std::find(ids.begin(), ids.end(), ids[2]) - ids.begin() + 1;
+  EXPECT_EQ(info.completion_tokens, first);
+
+  // A stop string taken from the full output: the text ends right before it.
+  const std::string full = probe->text();
+  ASSERT_GE(full.size(), 4u);
+  const std::string stop = full.substr(full.size() / 2, 2);
+  auto by_string = std::make_shared<Collector>();
+  r = Greedy("beta", Prompt(6, 3), 8, by_string);
+  r.sampling.stop = {stop};
+  ASSERT_TRUE(engine->Submit(std::move(r)).ok());
+  EXPECT_EQ(by_string->Wait().reason, FinishReason::kStop);
+  EXPECT_EQ(by_string->text(), full.substr(0, full.find(stop)));
+}
+
+TEST_F(UnitEngineTest, CancelDeadlineAndValidation) {
+  auto engine = MakeEngine();
+  auto cancelled = std::make_shared<Collector>();
+  Request r = Greedy("alpha", Prompt(10, 2), 200, cancelled);
+  auto flag = r.cancel;
+  ASSERT_TRUE(engine->Submit(std::move(r)).ok());
+  flag->Cancel();
+  EXPECT_EQ(cancelled->Wait().reason, FinishReason::kAbort);
+
+  auto late = std::make_shared<Collector>();
+  r = Greedy("alpha", Prompt(10, 2), 200, late);
+  r.deadline = Clock::Real()->Now() + std::chrono::milliseconds(1);
+  ASSERT_TRUE(engine->Submit(std::move(r)).ok());
+  FinishInfo info = late->Wait();
+  EXPECT_EQ(info.reason, FinishReason::kError);
+  EXPECT_EQ(info.error.code(), absl::StatusCode::kDeadlineExceeded);
+
+  auto sink = std::make_shared<Collector>();
+  EXPECT_EQ(engine->Submit(Greedy("gamma", Prompt(3, 1), 4, sink)).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine->Submit(Greedy("alpha", {}, 4, sink)).code(),
+            absl::StatusCode::kInvalidArgument);
+  const absl::Status too_long = engine->Submit(Greedy("alpha", Prompt(250, 1), 10, sink));
+  EXPECT_EQ(too_long.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long.message().find("max_tokens"), std::string::npos) << too_long;
+  Request bad = Greedy("alpha", Prompt(3, 1), 4, sink);
+  bad.sampling.top_p = 0;
+  EXPECT_NE(engine->Submit(bad).message().find("top_p"), std::string::npos);
+  bad = Greedy("alpha", Prompt(3, 1), 4, sink);
+  bad.sampling.temperature = -1;
+  EXPECT_NE(engine->Submit(bad).message().find("temperature"), std::string::npos);
+  bad = Greedy("alpha", {1, 999}, 4, sink);
+  EXPECT_NE(engine->Submit(bad).message().find("token_ids[1]"), std::string::npos);
+}
+
+TEST_F(UnitEngineTest, FullQueueIsResourceExhaustedAndDrainAbortsTheRest) {
+  auto engine = MakeEngine(8 << 20, /*max_queued=*/2);
+  std::vector<std::shared_ptr<Collector>> sinks;
+  int exhausted = 0;
+  for (int i = 0; i < 12; ++i) {
+    auto sink = std::make_shared<Collector>();
+    const absl::Status s = engine->Submit(Greedy("beta", Prompt(40, i), 200, sink));
+    if (s.ok()) {
+      sinks.push_back(sink);
+    } else {
+      EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+      ++exhausted;
+    }
+  }
+  EXPECT_GT(exhausted, 0);
+  engine->Drain(std::chrono::milliseconds(50));
+  for (auto& sink : sinks) {
+    const FinishReason reason = sink->Wait().reason;
+    EXPECT_TRUE(reason == FinishReason::kAbort || reason == FinishReason::kLength);
+  }
+  auto after = std::make_shared<Collector>();
+  EXPECT_EQ(engine->Submit(Greedy("beta", Prompt(3, 1), 2, after)).code(),
+            absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace muxserve::engine
