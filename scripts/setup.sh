@@ -6,7 +6,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
-  libre2-dev libcli11-dev libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libre2-dev libcli11-dev libopenblas-dev libopenblas-openmp-dev libgtest-dev libgmock-dev libbenchmark-dev
 )
 
 missing=()

@@ -14,6 +14,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "muxserve/common/status.h"
@@ -335,7 +336,9 @@ class Parser {
     RETURN_IF_ERROR(GetString(map, "metrics_address", &server->metrics_address));
     if (!server->metrics_address.empty()) {
       RETURN_IF_ERROR(CheckAddress(map, "metrics_address", server->metrics_address));
-      RETURN_IF_ERROR(Require(server->metrics_address != server->grpc_address, map,
+      // Port 0 asks for any free port, so two such addresses never clash.
+      const bool any_port = absl::EndsWith(server->grpc_address, ":0");
+      RETURN_IF_ERROR(Require(any_port || server->metrics_address != server->grpc_address, map,
                               "metrics_address", "must differ from grpc_address"));
     }
     RETURN_IF_ERROR(GetDouble(map, "shutdown_grace_seconds", &server->shutdown_grace_seconds));

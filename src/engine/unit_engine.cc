@@ -9,6 +9,9 @@
 #include "absl/synchronization/mutex.h"
 #include "muxserve/common/status.h"
 #include "muxserve/engine/ops.h"
+#if MUXSERVE_WITH_CUDA
+#include "muxserve/engine/cuda_ops.h"
+#endif
 #include "muxserve/engine/sampler.h"
 #include "muxserve/engine/scheduler.h"
 #include "muxserve/engine/sequence.h"
@@ -439,8 +442,9 @@ void UnitEngine::Impl::Finish(Sequence* seq, FinishReason reason, absl::Status e
     seq->request.sink->OnDelta(std::move(seq->pending));
     seq->pending = StreamDelta{};
   }
-  LlmStats& stats = loop_stats_[seq->llm];
-  ++stats.requests_finished;
+  ++loop_stats_[seq->llm].requests_finished;
+  // Stats first, so whoever the sink wakes sees this request counted as finished.
+  PublishStats();
   const std::string& model = llms_[seq->llm]->setup.name;
   observer_->OnFinished(model, reason,
                         SecondsBetween(seq->request.arrival, options_.clock->Now()));
@@ -474,13 +478,19 @@ void UnitEngine::Impl::PublishStats() {
 
 absl::StatusOr<std::unique_ptr<UnitEngine>> UnitEngine::Create(const UnitOptions& options,
                                                                EngineObserver* observer) {
-  if (options.backend != config::Backend::kCpu) {
+  std::unique_ptr<Ops> ops;
+  if (options.backend == config::Backend::kCpu) {
+    ops = MakeCpuOps(options.cpu_threads);
+#if MUXSERVE_WITH_CUDA
+  } else if (options.backend == config::Backend::kCuda) {
+    ASSIGN_OR_RETURN(ops, MakeCudaOps({}));
+#endif
+  } else {
     return absl::UnimplementedError(
         absl::StrCat("unit ", options.name, ": backend ",
                      AsAbsl(config::BackendName(options.backend)),
                      " is not available in this build; use backend: cpu"));
   }
-  std::unique_ptr<Ops> ops = MakeCpuOps(options.cpu_threads);
   const int64_t num_blocks = options.kv_cache.memory_bytes / options.kv_cache.block_bytes;
   if (num_blocks < 1) {
     return absl::InvalidArgumentError(

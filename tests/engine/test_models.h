@@ -1,6 +1,8 @@
 // Synthetic models written into a temporary folder for engine tests.
 #pragma once
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 
@@ -29,11 +31,13 @@ inline model::ModelSpec TinySpec(int64_t layers, int64_t hidden, int64_t heads, 
   return spec;
 }
 
-// Writes the model once per test binary run under the gtest temp dir.
+// Writes the model under the gtest temp dir.
 inline std::filesystem::path WriteTinyModel(const std::string& name, const model::ModelSpec& spec,
                                             uint64_t seed) {
+  // ctest runs tests as parallel processes: each writes its own copy.
   const std::filesystem::path dir =
-      std::filesystem::path(::testing::TempDir()) / ("muxserve_engine_" + name);
+      std::filesystem::path(::testing::TempDir()) /
+      ("muxserve_engine_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   const absl::Status status = model::WriteSyntheticModel(
       dir, {.spec = spec, .seed = seed, .weight_dtype = DType::kFloat32});

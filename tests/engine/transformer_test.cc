@@ -200,6 +200,7 @@ TEST_P(TransformerTest, ChunkedPrefillAndDecodeMatchDenseReference) {
     const std::span<const float> want(&dense[(done - 1) * spec.vocab_size], spec.vocab_size);
     EXPECT_LT(RelativeError(logits, want), 1e-4) << "after " << done << " tokens";
   }
+  std::filesystem::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, TransformerTest, ::testing::Values(0, 1, 2));

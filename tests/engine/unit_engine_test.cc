@@ -61,7 +61,10 @@ class UnitEngineTest : public ::testing::Test {
       llms_->push_back({name, spec, testing::WriteTinyModel(name, spec, 11)});
     }
   }
-  static void TearDownTestSuite() { delete llms_; }
+  static void TearDownTestSuite() {
+    for (const TestLlm& llm : *llms_) std::filesystem::remove_all(llm.dir);
+    delete llms_;
+  }
 
   std::unique_ptr<UnitEngine> MakeEngine(int64_t kv_bytes = 8 << 20,
                                          int64_t max_queued = 64) {

@@ -28,8 +28,7 @@ class ChatTemplate {
   // Renders the conversation. Roles other than system/user/assistant, or an order the family
   // does not allow, are INVALID_ARGUMENT naming the message index.
   absl::StatusOr<std::string> Render(std::span<const ChatMessage> messages,
-                                     bool add_generation_prompt,
-                                     std::string_view bos_token) const;
+                                     bool add_generation_prompt, std::string_view bos_token) const;
   ChatTemplateKind kind() const { return kind_; }
   std::string_view name() const;
 

@@ -17,9 +17,9 @@ enum class RopeScaling : uint8_t { kNone, kLinear, kLlama3 };
 struct RopeConfig {
   double theta = 10000.0;
   RopeScaling scaling = RopeScaling::kNone;
-  double factor = 1.0;                  // linear and llama3
-  double low_freq_factor = 1.0;         // llama3
-  double high_freq_factor = 4.0;        // llama3
+  double factor = 1.0;                   // linear and llama3
+  double low_freq_factor = 1.0;          // llama3
+  double high_freq_factor = 4.0;         // llama3
   int64_t original_max_position = 8192;  // llama3
 };
 
@@ -34,11 +34,13 @@ struct ModelSpec {
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;  // hidden_size / num_heads unless config.json says otherwise
   int64_t max_position_embeddings = 0;
+  // Sliding-window attention span from config.json (Mistral v0.1: 4096); 0 means full attention.
+  int64_t sliding_window = 0;
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
-  bool qkv_bias = false;              // Qwen2, or attention_bias: true
+  bool qkv_bias = false;  // Qwen2, or attention_bias: true
   bool tie_word_embeddings = false;
-  DType dtype = DType::kBFloat16;     // torch_dtype in config.json
+  DType dtype = DType::kBFloat16;      // torch_dtype in config.json
   std::vector<int32_t> bos_token_ids;  // may be empty
   std::vector<int32_t> eos_token_ids;  // config.json eos_token_id: an int or a list
 

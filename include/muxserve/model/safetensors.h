@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -57,5 +58,17 @@ struct TensorToWrite {
 };
 [[nodiscard]] absl::Status WriteSafetensors(const std::filesystem::path& path,
                                             const std::vector<TensorToWrite>& tensors);
+
+// Writing without holding every tensor in memory: `fill` is called once per tensor, in the
+// file's order (sorted by name), with a buffer of exactly that tensor's byte size.
+struct TensorLayout {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+};
+using TensorFiller = std::function<absl::Status(const TensorLayout&, std::span<std::byte>)>;
+[[nodiscard]] absl::Status WriteSafetensorsStreaming(const std::filesystem::path& path,
+                                                     std::vector<TensorLayout> tensors,
+                                                     const TensorFiller& fill);
 
 }  // namespace muxserve::model

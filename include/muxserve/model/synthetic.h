@@ -12,7 +12,7 @@
 namespace muxserve::model {
 
 struct SyntheticModelOptions {
-  ModelSpec spec;             // any Llama-family shape; vocab_size >= the synthetic tokenizer's
+  ModelSpec spec;  // any Llama-family shape; vocab_size >= the synthetic tokenizer's
   uint64_t seed = 0;
   DType weight_dtype = DType::kBFloat16;
 };
@@ -21,7 +21,9 @@ struct SyntheticModelOptions {
 // specials <|endoftext|>, <|im_start|>, <|im_end|>. Models need vocab_size >= this.
 inline constexpr int64_t kSyntheticTokenizerSize = 259;
 
-// Writes all files; the same options always give the same bytes.
+// Writes all files; the same options always give the same bytes. config.json gets the weights'
+// dtype and the synthetic tokenizer's ids (no BOS; EOS <|im_end|> and <|endoftext|>), whatever
+// options.spec says of them; an empty model_type means "llama".
 [[nodiscard]] absl::Status WriteSyntheticModel(const std::filesystem::path& dir,
                                                const SyntheticModelOptions& options);
 

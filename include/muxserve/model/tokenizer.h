@@ -17,6 +17,7 @@
 
 namespace muxserve::model {
 
+// Loaded once and then read-only: every method may be called from several threads at once.
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
