@@ -1,0 +1,234 @@
+#include "muxserve/server/daemon.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "muxserve/common/status.h"
+#include "muxserve/runtime/device.h"
+#include "muxserve/server/model_loader.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+
+namespace muxserve::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kUnitName[] = "unit0";
+constexpr char kServiceName[] = "muxserve.v1.Muxserve";
+
+// host:port a client on this machine can dial, for the start-up hint.
+std::string ClientAddress(const std::string& listen_address, int port) {
+  std::string host = listen_address.substr(0, listen_address.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") host = "127.0.0.1";
+  return absl::StrCat(host, ":", port);
+}
+
+absl::Status WriteReadyFile(const fs::path& path, int grpc_port, int metrics_port) {
+  const fs::path partial = absl::StrCat(path.string(), ".partial-", getpid());
+  {
+    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+    out << nlohmann::json{{"grpc_port", grpc_port}, {"metrics_port", metrics_port}}.dump() << "\n";
+    out.close();
+    if (!out) return absl::UnavailableError(absl::StrCat("cannot write '", partial.string(), "'"));
+  }
+  std::error_code error;
+  fs::rename(partial, path, error);
+  if (error) {
+    fs::remove(partial, error);
+    return absl::UnavailableError(
+        absl::StrCat("cannot write the ready file '", path.string(), "': ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const config::Config& config,
+                                                      const DaemonOptions& options) {
+  std::unique_ptr<Daemon> daemon(new Daemon());
+  daemon->config_ = config;
+  ASSIGN_OR_RETURN(daemon->backend_, runtime::ResolveBackend(config.runtime.backend));
+
+  std::vector<std::string> model_names;
+  for (const config::ModelConfig& model : config.models) model_names.push_back(model.name);
+  daemon->metrics_ = std::make_unique<Metrics>(model_names);
+
+  engine::UnitOptions unit_options;
+  unit_options.name = kUnitName;
+  unit_options.backend = daemon->backend_;
+  unit_options.cpu_threads = config.runtime.cpu_threads;
+  unit_options.kv_cache = config.kv_cache;
+  unit_options.scheduler = config.scheduler;
+  unit_options.max_queued_requests = config.server.max_queued_requests;
+  ASSIGN_OR_RETURN(daemon->engine_,
+                   engine::UnitEngine::Create(unit_options, daemon->metrics_.get()));
+
+  for (const std::string& name : model_names) {
+    RETURN_IF_ERROR(daemon->router_.AddLoading(name, kUnitName));
+  }
+  daemon->service_ = std::make_unique<MuxserveService>(&daemon->router_, unit_options.clock);
+  RETURN_IF_ERROR(daemon->Listen(config, options));
+
+  if (model_names.empty()) {
+    absl::MutexLock lock(&daemon->mu_);
+    daemon->models_settled_ = true;
+  }
+  daemon->SetHealth(kServiceName, model_names.empty());
+  daemon->loader_ = std::thread([raw = daemon.get()] { raw->LoadModels(); });
+  return daemon;
+}
+
+absl::Status Daemon::Listen(const config::Config& config, const DaemonOptions& options) {
+  const std::string grpc_address = options.grpc_address.value_or(config.server.grpc_address);
+  const std::string metrics_address =
+      options.metrics_address.value_or(config.server.metrics_address);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(grpc_address, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || (grpc_port_ == 0 && !absl::StartsWith(grpc_address, "unix:"))) {
+    return absl::UnavailableError(
+        absl::StrCat("gRPC: cannot listen on '", grpc_address, "' (in use or not an address?)"));
+  }
+  SetHealth("", true);
+  for (const config::ModelConfig& model : config.models) SetHealth(model.name, false);
+
+  if (!metrics_address.empty()) {
+    ASSIGN_OR_RETURN(metrics_endpoint_,
+                     MetricsEndpoint::Start(metrics_address, metrics_->registry()));
+    metrics_port_ = metrics_endpoint_->port();
+  }
+  if (!options.ready_file.empty()) {
+    RETURN_IF_ERROR(WriteReadyFile(options.ready_file, grpc_port_, metrics_port_));
+  }
+
+  const std::string client_address = ClientAddress(grpc_address, grpc_port_);
+  spdlog::info("muxserved: gRPC on {} (muxserve.v1, grpc.health.v1, reflection)", client_address);
+  if (metrics_endpoint_ != nullptr) {
+    spdlog::info("muxserved: metrics on http://{}/metrics",
+                 ClientAddress(metrics_address, metrics_port_));
+  }
+  if (!config.models.empty()) {
+    std::vector<std::string> names;
+    for (const config::ModelConfig& model : config.models) names.push_back(model.name);
+    spdlog::info("muxserved: loading {} model(s) on unit {} ({} backend): {}", names.size(),
+                 kUnitName, config::BackendName(backend_), absl::StrJoin(names, ", "));
+    spdlog::info("try: muxserve generate --addr {} --model {} --prompt 'Hello'", client_address,
+                 names.front());
+  }
+  return absl::OkStatus();
+}
+
+void Daemon::SetHealth(const std::string& service, bool serving) {
+  if (server_ == nullptr) return;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health != nullptr) health->SetServingStatus(service, serving);
+}
+
+void Daemon::LoadModels() {
+  for (const config::ModelConfig& model : config_.models) {
+    bool stopping;
+    {
+      absl::MutexLock lock(&mu_);
+      stopping = stopping_;
+    }
+    absl::Status status = stopping ? absl::CancelledError("the daemon shut down before loading it")
+                                   : LoadModel(model);
+    if (status.ok()) {
+      SetHealth(model.name, true);
+      continue;
+    }
+    spdlog::error("model {}: failed to load: {}", model.name, std::string(status.message()));
+    absl::Status marked = router_.SetFailed(model.name, status);
+    if (!marked.ok()) spdlog::error("model {}: {}", model.name, std::string(marked.message()));
+  }
+  SetHealth(kServiceName, true);
+  absl::MutexLock lock(&mu_);
+  models_settled_ = true;
+}
+
+absl::Status Daemon::LoadModel(const config::ModelConfig& model_config) {
+  const auto started = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(PreparedModel prepared,
+                   PrepareModel(model_config, config_.server.synthetic_dir, backend_));
+  if (!prepared.chat_template) {
+    spdlog::warn("model {}: Chat is disabled ({}); Generate works", model_config.name,
+                 prepared.chat_unavailable_reason);
+  }
+  engine::LlmSetup setup;
+  setup.name = model_config.name;
+  setup.model_dir = prepared.dir;
+  setup.spec = prepared.spec;
+  setup.tokenizer = prepared.tokenizer;
+  setup.dtype = prepared.dtype;
+  setup.max_context = prepared.max_context;
+  setup.rate = model_config.rate;
+  RETURN_IF_ERROR(engine_->AddLlm(setup));
+
+  ModelEntry entry;
+  entry.name = model_config.name;
+  entry.unit = engine_->name();
+  entry.engine = engine_.get();
+  entry.tokenizer = std::move(prepared.tokenizer);
+  entry.chat_template = prepared.chat_template;
+  entry.spec = std::move(prepared.spec);
+  entry.dtype = prepared.dtype;
+  entry.max_context = prepared.max_context;
+  RETURN_IF_ERROR(router_.SetServing(std::move(entry)));
+  spdlog::info("model {}: serving from {} ({}, max context {}, loaded in {:.2f} s)",
+               model_config.name, prepared.dir.string(), DTypeName(prepared.dtype),
+               prepared.max_context,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  return absl::OkStatus();
+}
+
+bool Daemon::WaitForModels(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(&models_settled_), timeout);
+}
+
+void Daemon::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    stopping_ = true;
+  }
+  const auto grace = std::chrono::duration_cast<Duration>(
+      std::chrono::duration<double>(config_.server.shutdown_grace_seconds));
+  if (service_ != nullptr) service_->StopAccepting();
+  if (server_ != nullptr && server_->GetHealthCheckService() != nullptr) {
+    // Every service reads NOT_SERVING from now on, and stays so.
+    server_->GetHealthCheckService()->Shutdown();
+  }
+  if (engine_ != nullptr) {
+    spdlog::info("muxserved: draining (up to {:.1f} s)", config_.server.shutdown_grace_seconds);
+    engine_->Drain(grace);
+  }
+  if (server_ != nullptr) {
+    // The engine has finished every stream: give slow clients a moment to read their last
+    // message, then cancel what is left (health Watch streams, for one).
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+  metrics_endpoint_.reset();
+  if (loader_.joinable()) loader_.join();
+  spdlog::info("muxserved: stopped");
+}
+
+Daemon::~Daemon() { Shutdown(); }
+
+}  // namespace muxserve::server
