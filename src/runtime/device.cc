@@ -13,8 +13,8 @@ namespace muxserve::runtime {
 
 bool CudaBuilt() { return MUXSERVE_WITH_CUDA != 0; }
 
-// The CUDA engine backend (device ops, kernels) is not part of the daemon yet.
-bool CudaBackendAvailable() { return false; }
+// CUDA builds carry the engine's CUDA backend (engine::MakeCudaOps).
+bool CudaBackendAvailable() { return MUXSERVE_WITH_CUDA != 0; }
 
 absl::StatusOr<std::vector<DeviceInfo>> ListCudaDevices() {
   std::vector<DeviceInfo> devices;

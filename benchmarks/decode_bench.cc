@@ -1,0 +1,557 @@
+// Decode and prefill steps of a Llama-2-7B-shaped model (random bf16 weights made on the GPU) on
+// the CUDA backend, each next to its floor measured in the same run: bytes a step must move over
+// the device-to-device copy bandwidth, or FLOPs over the cuBLAS bf16 GEMM rate (8192^3). Also
+// times the pieces (decode GEMMs, attention kernels) to show where a step's time goes.
+// Prints a table and writes JSON (card, date, command, floors, results).
+//
+//   decode_bench [--out benchmarks/results/cuda_decode.json] [--reps 20]
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "kernels/fill_random.cuh"
+#include "muxserve/common/status.h"
+#include "muxserve/engine/cuda_ops.h"
+#include "muxserve/engine/transformer.h"
+#include "muxserve/model/model_spec.h"
+#include "muxserve/model/weights.h"
+#include "muxserve/runtime/check.h"
+#include "nlohmann/json.hpp"
+
+namespace muxserve {
+namespace {
+
+using engine::Buffer;
+using engine::CudaOps;
+using engine::StepPlan;
+
+constexpr int64_t kBlockBytes = 16384;
+constexpr int kWarmup = 3;
+
+model::ModelSpec Llama2_7B() {
+  model::ModelSpec spec;
+  spec.architecture = "LlamaForCausalLM";
+  spec.model_type = "llama";
+  spec.vocab_size = 32000;
+  spec.hidden_size = 4096;
+  spec.intermediate_size = 11008;
+  spec.num_layers = 32;
+  spec.num_heads = 32;
+  spec.num_kv_heads = 32;
+  spec.head_dim = 128;
+  spec.max_position_embeddings = 4096;
+  spec.rms_norm_eps = 1e-5;
+  spec.dtype = DType::kBFloat16;
+  return spec;
+}
+
+// A safetensors file with the spec's tensors whose data is one sparse hole: Weights::Load maps
+// it (shapes, names) without 13 GB on disk; RandomWeightOps never reads the data.
+absl::Status WriteSparseCheckpoint(const std::filesystem::path& dir, const model::ModelSpec& spec) {
+  std::filesystem::create_directories(dir);
+  nlohmann::ordered_json header;
+  int64_t offset = 0;
+  for (const model::ExpectedTensor& tensor : model::ExpectedTensors(spec)) {
+    int64_t bytes = 2;
+    for (int64_t dim : tensor.shape) bytes *= dim;
+    header[tensor.name] = {
+        {"dtype", "BF16"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  const std::filesystem::path path = dir / "model.safetensors";
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+    for (int i = 0; i < 8; ++i) out.put(static_cast<char>((text.size() >> (8 * i)) & 0xff));
+    out << text;
+  }
+  std::error_code error;
+  std::filesystem::resize_file(path, 8 + text.size() + static_cast<size_t>(offset), error);
+  if (error) return absl::InternalError(absl::StrCat(path.string(), ": ", error.message()));
+  return absl::OkStatus();
+}
+
+// The CUDA backend with LoadWeight replaced: random bf16 values made on the device, scaled as
+// a trained model's (norm weights ~1, matrices ~1/sqrt(fan-in)).
+class RandomWeightOps final : public engine::Ops {
+ public:
+  explicit RandomWeightOps(CudaOps* inner) : inner_(inner) {}
+
+  DType dtype() const override { return inner_->dtype(); }
+  absl::StatusOr<Buffer> Allocate(int64_t bytes) override { return inner_->Allocate(bytes); }
+  absl::StatusOr<Buffer> LoadWeight(std::span<const model::TensorInfo* const> parts) override {
+    int64_t total = 0;
+    for (const model::TensorInfo* part : parts) total += part->NumElements();
+    ASSIGN_OR_RETURN(Buffer buffer, inner_->Allocate(total * 2));
+    const model::TensorInfo& first = *parts.front();
+    const bool vector = first.shape.size() == 1;
+    const float std = vector ? 0.05f : 1.0f / std::sqrt(static_cast<float>(first.shape.back()));
+    CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(buffer.as<kernels::bf16>(), total, ++seed_,
+                                                 vector ? 1.0f : 0.0f, std, inner_->stream()));
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(inner_->stream()));
+    return buffer;
+  }
+  absl::StatusOr<Buffer> UploadFloat32(std::span<const float> values) override {
+    return inner_->UploadFloat32(values);
+  }
+  absl::Status BeginStep(const StepPlan& plan) override { return inner_->BeginStep(plan); }
+  void Embedding(const StepPlan& plan, const void* table, int64_t hidden, void* out) override {
+    inner_->Embedding(plan, table, hidden, out);
+  }
+  void RmsNorm(const void* x, const void* weight, int64_t n, int64_t hidden, float eps,
+               void* out) override {
+    inner_->RmsNorm(x, weight, n, hidden, eps, out);
+  }
+  void AddRmsNorm(void* residual, const void* delta, const void* weight, int64_t n, int64_t hidden,
+                  float eps, void* out) override {
+    inner_->AddRmsNorm(residual, delta, weight, n, hidden, eps, out);
+  }
+  void Gemm(const void* a, const void* w, const void* bias, int64_t m, int64_t n, int64_t k,
+            void* out) override {
+    inner_->Gemm(a, w, bias, m, n, k, out);
+  }
+  void Rope(void* qkv, const StepPlan& plan, const void* inv_freq, int64_t row_stride,
+            int64_t num_q_heads, int64_t num_kv_heads, int64_t k_offset,
+            int64_t head_dim) override {
+    inner_->Rope(qkv, plan, inv_freq, row_stride, num_q_heads, num_kv_heads, k_offset, head_dim);
+  }
+  void SiluMul(const void* gate_up, int64_t n, int64_t inter, void* out) override {
+    inner_->SiluMul(gate_up, n, inter, out);
+  }
+  void KvAppend(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t k_offset,
+                int64_t v_offset, int64_t layer, const kernels::PagedKv& kv) override {
+    inner_->KvAppend(qkv, plan, row_stride, k_offset, v_offset, layer, kv);
+  }
+  void Attention(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t num_q_heads,
+                 int64_t layer, float scale, const kernels::PagedKv& kv, void* out) override {
+    inner_->Attention(qkv, plan, row_stride, num_q_heads, layer, scale, kv, out);
+  }
+  void GatherLogitRows(const void* x, const StepPlan& plan, int64_t width, void* out) override {
+    inner_->GatherLogitRows(x, plan, width, out);
+  }
+  absl::Status CopyToHost(const void* src, int64_t count, float* dst) override {
+    return inner_->CopyToHost(src, count, dst);
+  }
+
+ private:
+  CudaOps* inner_;
+  uint64_t seed_ = 1000;
+};
+
+// Median and minimum milliseconds of `reps` runs of `body` between events on `stream`, after
+// warm-up runs.
+struct Timing {
+  double median_ms = 0;
+  double min_ms = 0;
+};
+
+absl::StatusOr<Timing> Time(cudaStream_t stream, int reps,
+                            const std::function<absl::Status()>& body) {
+  cudaEvent_t start, stop;
+  CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  std::vector<double> ms;
+  absl::Status status;
+  for (int i = 0; i < kWarmup + reps && status.ok(); ++i) {
+    status.Update(CUDA_STATUS(cudaEventRecord(start, stream)));
+    status.Update(body());
+    status.Update(CUDA_STATUS(cudaEventRecord(stop, stream)));
+    status.Update(CUDA_STATUS(cudaEventSynchronize(stop)));
+    float elapsed = 0;
+    status.Update(CUDA_STATUS(cudaEventElapsedTime(&elapsed, start, stop)));
+    if (i >= kWarmup) ms.push_back(elapsed);
+  }
+  CUDA_LOG_IF_ERROR(cudaEventDestroy(start));
+  CUDA_LOG_IF_ERROR(cudaEventDestroy(stop));
+  RETURN_IF_ERROR(status);
+  std::sort(ms.begin(), ms.end());
+  return Timing{.median_ms = ms[ms.size() / 2], .min_ms = ms.front()};
+}
+
+// Plans of `num_seqs` sequences, each with `new_tokens` new tokens after `cached` ones, over
+// contiguous head blocks; logits of each sequence's last row.
+StepPlan MakePlan(const model::ModelSpec& spec, int64_t tokens_per_block, int num_seqs,
+                  int new_tokens, int cached, std::mt19937& rng) {
+  StepPlan plan;
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(spec.vocab_size) - 1);
+  const int64_t per_token_block = spec.num_layers * spec.num_kv_heads;
+  const int context = cached + new_tokens;
+  const int64_t token_blocks = (context + tokens_per_block - 1) / tokens_per_block;
+  for (int s = 0; s < num_seqs; ++s) {
+    plan.seqs.push_back({.q_start = static_cast<int32_t>(plan.tokens.size()),
+                         .q_len = new_tokens,
+                         .context_len = context,
+                         .table_offset = static_cast<int32_t>(plan.block_tables.size())});
+    for (int i = 0; i < new_tokens; ++i) {
+      plan.tokens.push_back(token(rng));
+      plan.positions.push_back(cached + i);
+    }
+    for (int64_t b = 0; b < token_blocks * per_token_block; ++b) {
+      plan.block_tables.push_back(static_cast<int32_t>(s * token_blocks * per_token_block + b));
+    }
+    plan.logit_rows.push_back(static_cast<int32_t>(plan.tokens.size()) - 1);
+  }
+  return plan;
+}
+
+// Attention FLOPs of a step: QK^T and PV over the keys each new row sees (causal).
+double AttentionFlops(const model::ModelSpec& s, const StepPlan& plan) {
+  double keys = 0;
+  for (const kernels::StepSequence& seq : plan.seqs) {
+    for (int i = 0; i < seq.q_len; ++i) keys += seq.context_len - seq.q_len + i + 1;
+  }
+  return 4.0 * s.num_layers * s.q_size() * keys;
+}
+
+// Linear-layer and attention FLOPs of a step (multiply-adds count 2).
+double StepFlops(const model::ModelSpec& s, const StepPlan& plan) {
+  const double h = static_cast<double>(s.hidden_size);
+  const double per_token_layer = h * (s.q_size() + 2 * s.kv_size()) + s.q_size() * h +
+                                 3 * h * static_cast<double>(s.intermediate_size);
+  return 2 * per_token_layer * s.num_layers * plan.num_tokens() +
+         2 * h * s.vocab_size * static_cast<double>(plan.logit_rows.size()) +
+         AttentionFlops(s, plan);
+}
+
+std::string Today() {
+  const std::time_t now = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%d", std::gmtime(&now));
+  return text;
+}
+
+struct Floors {
+  double copy_bytes_per_second = 0;
+  double gemm_flops_per_second = 0;
+};
+
+absl::StatusOr<Floors> MeasureFloors(CudaOps& ops, int reps) {
+  Floors floors;
+  cudaStream_t stream = ops.stream();
+  {
+    constexpr int64_t kBytes = int64_t{1} << 30;
+    ASSIGN_OR_RETURN(Buffer src, ops.Allocate(kBytes));
+    ASSIGN_OR_RETURN(Buffer dst, ops.Allocate(kBytes));
+    CUDA_RETURN_IF_ERROR(
+        kernels::FillRandomCuda(src.as<kernels::bf16>(), kBytes / 2, 1, 0, 1, stream));
+    ASSIGN_OR_RETURN(Timing t, Time(stream, reps, [&] {
+                       return CUDA_STATUS(cudaMemcpyAsync(dst.get(), src.get(), kBytes,
+                                                          cudaMemcpyDeviceToDevice, stream));
+                     }));
+    floors.copy_bytes_per_second = 2.0 * kBytes / (t.median_ms * 1e-3);
+  }
+  {
+    constexpr int64_t kN = 8192;
+    ASSIGN_OR_RETURN(Buffer a, ops.Allocate(kN * kN * 2));
+    ASSIGN_OR_RETURN(Buffer b, ops.Allocate(kN * kN * 2));
+    ASSIGN_OR_RETURN(Buffer c, ops.Allocate(kN * kN * 2));
+    CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(a.as<kernels::bf16>(), kN * kN, 2, 0, 1, stream));
+    CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(b.as<kernels::bf16>(), kN * kN, 3, 0, 1, stream));
+    ASSIGN_OR_RETURN(Timing t, Time(stream, reps, [&] {
+                       ops.Gemm(a.get(), b.get(), nullptr, kN, kN, kN, c.get());
+                       return absl::OkStatus();
+                     }));
+    float probe = 0;
+    RETURN_IF_ERROR(ops.CopyToHost(c.get(), 1, &probe));  // surfaces any GEMM error
+    floors.gemm_flops_per_second = 2.0 * kN * kN * kN / (t.median_ms * 1e-3);
+  }
+  return floors;
+}
+
+struct Row {
+  std::string name;
+  std::string kind;  // "step", "variant" (a step with other kernel choices) or "piece"
+  double median_ms = 0;
+  double min_ms = 0;
+  double floor_ms = 0;
+  nlohmann::ordered_json extra;
+};
+
+absl::Status Run(const std::string& out_path, int reps, const std::string& command) {
+  int device_count = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&device_count));
+  cudaDeviceProp properties{};
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, 0));
+  std::printf("device: %s, %d SMs\n", properties.name, properties.multiProcessorCount);
+
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda, engine::MakeCudaOps({}));
+  ASSIGN_OR_RETURN(Floors floors, MeasureFloors(*cuda, reps));
+  std::printf("floors: copy %.3f TB/s (read + written), bf16 GEMM 8192^3 %.1f TFLOP/s\n",
+              floors.copy_bytes_per_second * 1e-12, floors.gemm_flops_per_second * 1e-12);
+
+  const model::ModelSpec spec = Llama2_7B();
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / "muxserve_decode_bench_7b";
+  RETURN_IF_ERROR(WriteSparseCheckpoint(dir, spec));
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Weights> weights, model::Weights::Load(dir, spec));
+  RandomWeightOps ops(cuda.get());
+  constexpr int kMaxSeqs = 128;
+  constexpr int kContext = 512;
+  constexpr int64_t kMaxStepTokens = 8192;
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Transformer> model,
+                   engine::Transformer::Load(spec, *weights, &ops, kMaxStepTokens, kMaxSeqs));
+  weights.reset();
+  std::filesystem::remove_all(dir);
+  const double weight_bytes = static_cast<double>(model->weight_bytes());
+  const double embedding_bytes = 2.0 * spec.vocab_size * spec.hidden_size;
+  std::printf("model: Llama-2-7B shape, %.2f GB of bf16 weights\n", weight_bytes * 1e-9);
+
+  // One pool for the largest case: 128 sequences of 513 tokens.
+  const int64_t tokens_per_block = kBlockBytes / (2 * spec.head_dim * 2);
+  const int64_t per_token_block = spec.num_layers * spec.num_kv_heads;
+  const int64_t token_blocks =
+      kMaxSeqs * ((kContext + 1 + tokens_per_block - 1) / tokens_per_block);
+  const int64_t pool_bytes = token_blocks * per_token_block * kBlockBytes;
+  ASSIGN_OR_RETURN(Buffer pool, cuda->Allocate(pool_bytes));
+  CUDA_RETURN_IF_ERROR(
+      kernels::FillRandomCuda(pool.as<kernels::bf16>(), pool_bytes / 2, 4, 0, 1, cuda->stream()));
+  const kernels::PagedKv kv{.pool = pool.get(),
+                            .block_bytes = kBlockBytes,
+                            .tokens_per_block = tokens_per_block,
+                            .head_dim = spec.head_dim,
+                            .num_layers = spec.num_layers,
+                            .num_kv_heads = spec.num_kv_heads};
+  const double kv_bytes_per_token = static_cast<double>(spec.KvBytesPerToken(DType::kBFloat16));
+
+  std::vector<Row> rows;
+  std::mt19937 rng(7);
+  std::vector<float> logits;
+  auto step = [&](const StepPlan& plan) { return model->Forward(plan, kv, &logits); };
+
+  // Decode steps: as the daemon runs them, then without graphs (every kernel launched anew).
+  for (bool graphs : {true, false}) {
+    cuda->SetKernelChoices({.decode_graphs = graphs});
+    for (int batch : {1, 32, 128}) {
+      const StepPlan plan = MakePlan(spec, tokens_per_block, batch, 1, kContext, rng);
+      ASSIGN_OR_RETURN(Timing t, Time(cuda->stream(), reps, [&] { return step(plan); }));
+      const double kv_bytes = kv_bytes_per_token * batch * (kContext + 1);
+      const double bytes = weight_bytes - embedding_bytes + kv_bytes;
+      rows.push_back({.name = absl::StrCat(graphs ? "" : "  ", "decode b", batch, " ctx", kContext,
+                                           graphs ? "" : " no graphs"),
+                      .kind = graphs ? "step" : "variant",
+                      .median_ms = t.median_ms,
+                      .min_ms = t.min_ms,
+                      .floor_ms = bytes / floors.copy_bytes_per_second * 1e3,
+                      .extra = {{"batch", batch},
+                                {"context", kContext},
+                                {"weight_bytes_read", weight_bytes - embedding_bytes},
+                                {"kv_bytes_read", kv_bytes},
+                                {"weight_read_floor_ms_all_weights",
+                                 weight_bytes / floors.copy_bytes_per_second * 1e3}}});
+    }
+  }
+  cuda->SetKernelChoices({});
+  // The host side of a decode step's BeginStep (checks, staging the block tables: 32 ids per
+  // token with head-wise blocks), which the GPU waits for.
+  for (int batch : {32, 128}) {
+    const StepPlan plan = MakePlan(spec, tokens_per_block, batch, 1, kContext, rng);
+    std::vector<double> ms;
+    for (int i = 0; i < reps; ++i) {
+      RETURN_IF_ERROR(cuda->BeginStep(plan));
+      CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(cuda->stream()));
+      const auto begin = std::chrono::steady_clock::now();
+      RETURN_IF_ERROR(cuda->BeginStep(plan));
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin)
+              .count());
+      CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(cuda->stream()));
+    }
+    std::sort(ms.begin(), ms.end());
+    rows.push_back(
+        {.name = absl::StrCat("  BeginStep host b", batch),
+         .kind = "piece",
+         .median_ms = ms[ms.size() / 2],
+         .min_ms = ms.front(),
+         .floor_ms = 0,
+         .extra = {{"batch", batch}, {"block_table_bytes", plan.block_tables.size() * 4}}});
+  }
+  for (auto [seqs, length] : {std::pair{1, 2048}, std::pair{16, 512}}) {
+    const StepPlan plan = MakePlan(spec, tokens_per_block, seqs, length, 0, rng);
+    ASSIGN_OR_RETURN(Timing t,
+                     Time(cuda->stream(), std::max(reps / 2, 5), [&] { return step(plan); }));
+    const double flops = StepFlops(spec, plan);
+    rows.push_back({.name = absl::StrCat("prefill ", seqs, "x", length),
+                    .kind = "step",
+                    .median_ms = t.median_ms,
+                    .min_ms = t.min_ms,
+                    .floor_ms = flops / floors.gemm_flops_per_second * 1e3,
+                    .extra = {{"sequences", seqs},
+                              {"prompt_tokens", length},
+                              {"flops", flops},
+                              {"tflops", flops / (t.median_ms * 1e-3) * 1e-12},
+                              {"fraction_of_gemm_rate",
+                               flops / (t.median_ms * 1e-3) / floors.gemm_flops_per_second}}});
+  }
+
+  // Pieces: the decode step's GEMMs alone (one layer's matrices, 32 times, then lm_head).
+  {
+    const int64_t h = spec.hidden_size, inter = spec.intermediate_size;
+    const int64_t qkv_width = spec.q_size() + 2 * spec.kv_size();
+    ASSIGN_OR_RETURN(Buffer w_qkv, cuda->Allocate(qkv_width * h * 2));
+    ASSIGN_OR_RETURN(Buffer w_o, cuda->Allocate(h * spec.q_size() * 2));
+    ASSIGN_OR_RETURN(Buffer w_gate_up, cuda->Allocate(2 * inter * h * 2));
+    ASSIGN_OR_RETURN(Buffer w_down, cuda->Allocate(h * inter * 2));
+    ASSIGN_OR_RETURN(Buffer w_head, cuda->Allocate(spec.vocab_size * h * 2));
+    ASSIGN_OR_RETURN(Buffer x, cuda->Allocate(kMaxSeqs * 2 * inter * 2));
+    ASSIGN_OR_RETURN(Buffer y, cuda->Allocate(kMaxSeqs * spec.vocab_size * 2));
+    uint64_t seed = 50;
+    for (const Buffer* b : {&w_qkv, &w_o, &w_gate_up, &w_down, &w_head, &x}) {
+      CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(b->as<kernels::bf16>(), b->bytes / 2, ++seed, 0,
+                                                   0.02f, cuda->stream()));
+    }
+    const double matrix_bytes =
+        2.0 * (spec.num_layers * (qkv_width * h + h * spec.q_size() + 3 * inter * h) +
+               spec.vocab_size * h);
+    for (auto [batch, gemv] :
+         {std::pair{1, true}, std::pair{1, false}, std::pair{32, true}, std::pair{128, true}}) {
+      cuda->SetKernelChoices({.gemv_for_few_rows = gemv});
+      // A decode step's plan: its GEMMs beyond the GEMV's rows run tuned, as in the steps.
+      RETURN_IF_ERROR(cuda->BeginStep(MakePlan(spec, tokens_per_block, batch, 1, kContext, rng)));
+      ASSIGN_OR_RETURN(
+          Timing t, Time(cuda->stream(), reps, [&] {
+            for (int64_t l = 0; l < spec.num_layers; ++l) {
+              cuda->Gemm(x.get(), w_qkv.get(), nullptr, batch, qkv_width, h, y.get());
+              cuda->Gemm(x.get(), w_o.get(), nullptr, batch, h, spec.q_size(), y.get());
+              cuda->Gemm(x.get(), w_gate_up.get(), nullptr, batch, 2 * inter, h, y.get());
+              cuda->Gemm(x.get(), w_down.get(), nullptr, batch, h, inter, y.get());
+            }
+            cuda->Gemm(x.get(), w_head.get(), nullptr, batch, spec.vocab_size, h, y.get());
+            return absl::OkStatus();
+          }));
+      float probe = 0;
+      RETURN_IF_ERROR(cuda->CopyToHost(y.get(), 1, &probe));
+      rows.push_back({.name = absl::StrCat("  decode GEMMs b", batch,
+                                           batch <= 8 ? (gemv ? " gemv" : " cublas") : ""),
+                      .kind = "piece",
+                      .median_ms = t.median_ms,
+                      .min_ms = t.min_ms,
+                      .floor_ms = matrix_bytes / floors.copy_bytes_per_second * 1e3,
+                      .extra = {{"batch", batch}, {"bytes", matrix_bytes}}});
+    }
+  }
+
+  // Pieces: attention alone, all layers, on both kernels for prefill.
+  for (bool tiled : {true, false}) {
+    cuda->SetKernelChoices({.tiled_prefill_attention = tiled});
+    CudaOps* attention_ops = cuda.get();
+    const int64_t qkv_width = spec.q_size() + 2 * spec.kv_size();
+    ASSIGN_OR_RETURN(Buffer qkv, attention_ops->Allocate(kMaxStepTokens * qkv_width * 2));
+    ASSIGN_OR_RETURN(Buffer out, attention_ops->Allocate(kMaxStepTokens * spec.q_size() * 2));
+    CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(qkv.as<kernels::bf16>(), qkv.bytes / 2, 9, 0, 1,
+                                                 attention_ops->stream()));
+    struct Case {
+      int seqs, new_tokens, cached;
+    };
+    std::vector<Case> cases = {{1, 2048, 0}, {16, 512, 0}};
+    if (tiled)
+      cases.insert(cases.begin(), {{1, 1, kContext}, {32, 1, kContext}, {128, 1, kContext}});
+    for (const Case& c : cases) {
+      const StepPlan plan = MakePlan(spec, tokens_per_block, c.seqs, c.new_tokens, c.cached, rng);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(spec.head_dim));
+      ASSIGN_OR_RETURN(Timing t, Time(attention_ops->stream(), reps, [&] {
+                         RETURN_IF_ERROR(attention_ops->BeginStep(plan));
+                         for (int64_t l = 0; l < spec.num_layers; ++l) {
+                           attention_ops->Attention(qkv.get(), plan, qkv_width, spec.num_heads, l,
+                                                    scale, kv, out.get());
+                         }
+                         return absl::OkStatus();
+                       }));
+      float probe = 0;
+      RETURN_IF_ERROR(attention_ops->CopyToHost(out.get(), 1, &probe));
+      const bool decode = c.new_tokens == 1;
+      const double kv_bytes = kv_bytes_per_token * c.seqs * (c.cached + c.new_tokens);
+      const double attention_flops = AttentionFlops(spec, plan);
+      rows.push_back({.name = absl::StrCat("  attention ", decode ? "decode" : "prefill", " ",
+                                           c.seqs, "x", decode ? c.cached + 1 : c.new_tokens,
+                                           decode ? "" : (tiled ? " tiled" : " rows")),
+                      .kind = "piece",
+                      .median_ms = t.median_ms,
+                      .min_ms = t.min_ms,
+                      .floor_ms = decode ? kv_bytes / floors.copy_bytes_per_second * 1e3
+                                         : attention_flops / floors.gemm_flops_per_second * 1e3,
+                      .extra = {{"sequences", c.seqs},
+                                {"kv_bytes", kv_bytes},
+                                {"flops", attention_flops},
+                                {"tflops", attention_flops / (t.median_ms * 1e-3) * 1e-12}}});
+    }
+  }
+
+  std::printf("\n%-34s %10s %10s %10s %8s\n", "case", "median ms", "min ms", "floor ms", "x floor");
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  for (const Row& row : rows) {
+    nlohmann::ordered_json entry = {{"name", row.name.substr(row.name.find_first_not_of(' '))},
+                                    {"kind", row.kind},
+                                    {"median_ms", row.median_ms},
+                                    {"min_ms", row.min_ms}};
+    if (row.floor_ms > 0) {
+      std::printf("%-34s %10.3f %10.3f %10.3f %8.2f\n", row.name.c_str(), row.median_ms, row.min_ms,
+                  row.floor_ms, row.median_ms / row.floor_ms);
+      entry["floor_ms"] = row.floor_ms;
+      entry["ratio_to_floor"] = row.median_ms / row.floor_ms;
+    } else {
+      std::printf("%-34s %10.3f %10.3f %10s %8s\n", row.name.c_str(), row.median_ms, row.min_ms,
+                  "-", "-");
+    }
+    entry.update(row.extra);
+    results.push_back(entry);
+  }
+  nlohmann::ordered_json report = {
+      {"benchmark", "cuda_decode"},
+      {"card", absl::StrCat(properties.name, ", ", properties.multiProcessorCount, " SMs")},
+      {"date", Today()},
+      {"command", command},
+      {"model",
+       "Llama-2-7B shape (32 layers, hidden 4096, 32 heads, MLP 11008, vocab 32000), "
+       "random bf16 weights"},
+      {"kv_block_bytes", kBlockBytes},
+      {"copy_bandwidth_bytes_per_second", floors.copy_bytes_per_second},
+      {"gemm_bf16_flops_per_second", floors.gemm_flops_per_second},
+      {"note",
+       "median of event-timed runs after warm-up; a step is Transformer::Forward with its "
+       "BeginStep and logits copy to the host. Decode floor = (weights except the embedding "
+       "table + KV read) / copy bandwidth (read + written); prefill floor = linear + attention "
+       "FLOPs / GEMM rate. Pieces: the decode GEMMs alone (floor = matrix bytes), attention "
+       "alone over all layers (decode floor = KV bytes; prefill floor = attention FLOPs at the "
+       "GEMM rate)."},
+      {"results", results}};
+  std::filesystem::create_directories(std::filesystem::path(out_path).parent_path());
+  std::ofstream out(out_path);
+  out << report.dump(2) << "\n";
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", out_path));
+  std::printf("\nwrote %s\n", out_path.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace muxserve
+
+int main(int argc, char** argv) {
+  CLI::App app{"CUDA backend decode and prefill benchmark (Llama-2-7B shape)"};
+  std::string out = "benchmarks/results/cuda_decode.json";
+  int reps = 20;
+  app.add_option("--out", out, "JSON report path");
+  app.add_option("--reps", reps, "timed runs per case (after 3 warm-up runs)");
+  CLI11_PARSE(app, argc, argv);
+  std::string command;
+  for (int i = 0; i < argc; ++i) command += (i > 0 ? " " : "") + std::string(argv[i]);
+  const absl::Status status = muxserve::Run(out, reps, command);
+  if (!status.ok()) {
+    std::fprintf(stderr, "decode_bench: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

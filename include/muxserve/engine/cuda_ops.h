@@ -1,0 +1,58 @@
+// The CUDA backend of engine::Ops: bf16 weights, activations and KV blocks with fp32
+// accumulation; GEMMs through cuBLAS (cublasLt, tuned, for decode batches) or our GEMV (up to 8
+// rows), everything else through our kernels (kernels/*.cuh). All work runs in order on one
+// stream; CopyToHost is the only call that waits for it. Only in CUDA builds
+// (MUXSERVE_WITH_CUDA).
+//
+// Errors: the ops return nothing, so the first failure of a step (a failed launch, a cuBLAS
+// error, a shape the kernels do not support) is kept and returned by that step's CopyToHost;
+// BeginStep starts each step clean.
+#pragma once
+
+#if MUXSERVE_WITH_CUDA
+
+#include <cuda_runtime_api.h>
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "muxserve/engine/ops.h"
+
+namespace muxserve::engine {
+
+// Which kernels run; every choice computes the same function (the others are kept to compare).
+struct CudaKernelChoices {
+  // Prefill chunks run on the tiled tensor-core attention kernel (head sizes 64 and 128). Off,
+  // every step runs the row-per-block kernel, which handles any q_len.
+  bool tiled_prefill_attention = true;
+  // GEMMs of up to kernels::kGemvMaxRows rows (decode) run on our bandwidth-bound GEMV instead
+  // of cuBLAS.
+  bool gemv_for_few_rows = true;
+  // Decode steps (every sequence one new token) run eagerly the first time a shape is seen
+  // (tuning their GEMMs), are captured as a CUDA graph the second time and replayed after. A
+  // graph is keyed by the model (its embedding table), the number of sequences and logit rows,
+  // and the context rounded up to a multiple of 256 (which sets the attention's context splits);
+  // it holds the KV pool the step was captured with, so a model must keep one pool. Growing the
+  // step metadata buffer drops all graphs.
+  bool decode_graphs = true;
+};
+
+struct CudaOpsOptions {
+  int device = 0;  // CUDA runtime ordinal
+  CudaKernelChoices kernels;
+};
+
+class CudaOps : public Ops {
+ public:
+  // The stream every op runs on, for callers that time or order work around a step.
+  virtual cudaStream_t stream() const = 0;
+  // Changes the kernel choices between steps (drops captured graphs).
+  virtual void SetKernelChoices(const CudaKernelChoices& choices) = 0;
+};
+
+// FAILED_PRECONDITION when the device cannot be used (no driver, no such ordinal).
+absl::StatusOr<std::unique_ptr<CudaOps>> MakeCudaOps(const CudaOpsOptions& options);
+
+}  // namespace muxserve::engine
+
+#endif  // MUXSERVE_WITH_CUDA

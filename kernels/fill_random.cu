@@ -1,0 +1,38 @@
+#include "kernels/fill_random.cuh"
+
+namespace muxserve::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+
+// SplitMix64 finalizer: a good 64-bit mix of a counter.
+__device__ __forceinline__ uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+__global__ void __launch_bounds__(kThreads)
+    FillRandomKernel(bf16* out, int64_t count, uint64_t seed, float mean, float std) {
+  const uint64_t key = Mix(seed);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const uint64_t bits = Mix(key ^ static_cast<uint64_t>(i));
+    // 24 random bits -> uniform in [-1, 1) -> unit variance.
+    const float uniform = static_cast<float>(bits >> 40) * (2.0f / 16777216.0f) - 1.0f;
+    out[i] = __float2bfloat16(mean + std * 1.7320508f * uniform);
+  }
+}
+
+}  // namespace
+
+cudaError_t FillRandomCuda(bf16* out, int64_t count, uint64_t seed, float mean, float std,
+                           cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  FillRandomKernel<<<BlocksFor(count, kThreads), kThreads, 0, stream>>>(out, count, seed, mean,
+                                                                        std);
+  return cudaGetLastError();
+}
+
+}  // namespace muxserve::kernels

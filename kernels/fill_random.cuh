@@ -1,0 +1,17 @@
+// Fills device memory with seeded pseudo-random bf16 values, for synthetic weights made directly
+// on the GPU (benchmarks of large shapes) and for benchmark inputs.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda_common.cuh"
+
+namespace muxserve::kernels {
+
+// out[i] = mean + std * u_i, u_i uniform with unit variance (in [-sqrt(3), sqrt(3)]), drawn
+// from a counter-based hash of (seed, i): the same seed gives the same values on any launch.
+cudaError_t FillRandomCuda(bf16* out,  // [count]
+                           int64_t count, uint64_t seed, float mean, float std,
+                           cudaStream_t stream);
+
+}  // namespace muxserve::kernels

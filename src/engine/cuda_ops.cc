@@ -1,0 +1,722 @@
+// The CUDA backend: bf16 everywhere on the device, fp32 accumulation. See cuda_ops.h.
+#include "muxserve/engine/cuda_ops.h"
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/bias_add.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/gather_rows.cuh"
+#include "kernels/gemv.cuh"
+#include "kernels/kv_append.cuh"
+#include "kernels/paged_attention.cuh"
+#include "kernels/prefill_attention.cuh"
+#include "kernels/rms_norm.cuh"
+#include "kernels/rope.cuh"
+#include "kernels/silu_mul.cuh"
+#include "muxserve/common/status.h"
+#include "muxserve/runtime/check.h"
+
+namespace muxserve::engine {
+namespace {
+
+using kernels::bf16;
+
+const bf16* Bf16(const void* p) { return static_cast<const bf16*>(p); }
+bf16* Bf16(void* p) { return static_cast<bf16*>(p); }
+
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+constexpr int64_t kConvertChunk = int64_t{1} << 20;  // elements converted per host pass
+// Decode attention splits rows' contexts until about this many blocks per SM run, in pieces of
+// at least kMinSplitKeys keys.
+constexpr int64_t kSplitBlocksPerSm = 4;
+constexpr int64_t kMinSplitKeys = 32;
+// Decode steps plan attention splits for the context rounded up to this (see BeginStep).
+constexpr int64_t kSplitContextQuantum = 256;
+// Block tables larger than this many ids are staged by several threads.
+constexpr int64_t kParallelStagingIds = int64_t{1} << 18;
+// Step metadata starts this large (bytes) and doubles: every growth drops the decode graphs.
+constexpr int64_t kInitialMetadataBytes = int64_t{1} << 20;
+constexpr size_t kMaxDecodeGraphs = 64;
+// Decode GEMMs with more rows than the GEMV takes, up to this many, are tuned: cuBLAS's default
+// choice for such memory-bound shapes often leaves bandwidth unused.
+constexpr int64_t kMaxTunedGemmRows = 256;
+constexpr int kTuningCandidates = 8;
+constexpr int kTuningRuns = 5;
+
+// Pinned host memory that only grows.
+class PinnedBuffer {
+ public:
+  ~PinnedBuffer() {
+    if (data_ != nullptr) CUDA_LOG_IF_ERROR(cudaFreeHost(data_));
+  }
+  void* data() const { return data_; }
+  // The caller makes sure no copy still reads or writes the old memory.
+  absl::Status Reserve(size_t bytes) {
+    if (bytes <= capacity_) return absl::OkStatus();
+    if (data_ != nullptr) CUDA_RETURN_IF_ERROR(cudaFreeHost(data_));
+    data_ = nullptr;
+    capacity_ = 0;
+    CUDA_RETURN_IF_ERROR(cudaMallocHost(&data_, bytes));
+    capacity_ = bytes;
+    return absl::OkStatus();
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// Where each part of a step's metadata sits in the one buffer that carries it to the device,
+// in int32 units, every part 16-byte aligned. The block tables come last: their size changes
+// from step to step, and the other parts then keep their places for a given step shape (which
+// replayed graphs rely on).
+struct StepLayout {
+  int64_t tokens = 0, positions = 0, token_seq = 0, seqs = 0, logit_rows = 0, tiles = 0,
+          block_tables = 0, total = 0;
+};
+
+int64_t Align4(int64_t words) { return (words + 3) / 4 * 4; }
+
+class CudaOpsImpl final : public CudaOps {
+ public:
+  CudaOpsImpl(const CudaOpsOptions& options, int sm_count)
+      : options_(options), choices_(options.kernels), sm_count_(sm_count) {}
+
+  ~CudaOpsImpl() override {
+    AbandonCapture();
+    DropGraphs();
+    if (stream_ != nullptr) CUDA_LOG_IF_ERROR(cudaStreamSynchronize(stream_));
+    for (auto& [shape, tuned] : tuned_gemms_) {
+      if (tuned != nullptr) DestroyTunedGemm(*tuned);
+    }
+    if (cublas_lt_ != nullptr) CUDA_LOG_IF_ERROR(cublasLtDestroy(cublas_lt_));
+    if (cublas_ != nullptr) CUDA_LOG_IF_ERROR(cublasDestroy(cublas_));
+    if (metadata_copied_ != nullptr) CUDA_LOG_IF_ERROR(cudaEventDestroy(metadata_copied_));
+    if (stream_ != nullptr) CUDA_LOG_IF_ERROR(cudaStreamDestroy(stream_));
+  }
+
+  absl::Status Init() {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+    CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&metadata_copied_, cudaEventDisableTiming));
+    CUDA_RETURN_IF_ERROR(cublasCreate(&cublas_));
+    CUDA_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
+    CUDA_RETURN_IF_ERROR(cublasLtCreate(&cublas_lt_));
+    // A workspace of our own: cuBLAS then allocates nothing while a step runs.
+    ASSIGN_OR_RETURN(cublas_workspace_, Allocate(kCublasWorkspaceBytes));
+    CUDA_RETURN_IF_ERROR(
+        cublasSetWorkspace(cublas_, cublas_workspace_.get(), kCublasWorkspaceBytes));
+    ASSIGN_OR_RETURN(attention_partial_,
+                     Allocate(PartialCapacityFloats() * static_cast<int64_t>(sizeof(float))));
+    return absl::OkStatus();
+  }
+
+  cudaStream_t stream() const override { return stream_; }
+  void SetKernelChoices(const CudaKernelChoices& choices) override {
+    AbandonCapture();
+    DropGraphs();
+    choices_ = choices;
+  }
+  DType dtype() const override { return DType::kBFloat16; }
+
+  absl::StatusOr<Buffer> Allocate(int64_t bytes) override {
+    void* memory = nullptr;
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&memory, static_cast<size_t>(std::max<int64_t>(bytes, 256))));
+    return Buffer{
+        .memory = std::shared_ptr<void>(memory, [](void* m) { CUDA_LOG_IF_ERROR(cudaFree(m)); }),
+        .bytes = bytes};
+  }
+
+  absl::StatusOr<Buffer> LoadWeight(std::span<const model::TensorInfo* const> parts) override {
+    int64_t total = 0;
+    for (const model::TensorInfo* part : parts) total += part->NumElements();
+    ASSIGN_OR_RETURN(Buffer buffer, Allocate(total * 2));
+    auto* dst = buffer.as<bf16>();
+    std::vector<float> floats;
+    std::vector<uint16_t> converted;
+    for (const model::TensorInfo* part : parts) {
+      const int64_t count = part->NumElements();
+      if (part->dtype == DType::kBFloat16) {
+        RETURN_IF_ERROR(CopyToDevice(dst, part->data.data(), count * 2));
+      } else {
+        // Other dtypes convert on the host, a chunk at a time.
+        const size_t element = DTypeSize(part->dtype);
+        for (int64_t begin = 0; begin < count; begin += kConvertChunk) {
+          const int64_t n = std::min(kConvertChunk, count - begin);
+          floats.resize(n);
+          converted.resize(n);
+          ConvertToFloat(part->data.data() + begin * element, part->dtype, n, floats.data());
+          for (int64_t i = 0; i < n; ++i) converted[i] = FloatToBf16(floats[i]);
+          RETURN_IF_ERROR(CopyToDevice(dst + begin, converted.data(), n * 2));
+        }
+      }
+      dst += count;
+    }
+    return buffer;
+  }
+
+  absl::StatusOr<Buffer> UploadFloat32(std::span<const float> values) override {
+    ASSIGN_OR_RETURN(Buffer buffer, Allocate(static_cast<int64_t>(values.size_bytes())));
+    RETURN_IF_ERROR(CopyToDevice(buffer.get(), values.data(), values.size_bytes()));
+    return buffer;
+  }
+
+  absl::Status BeginStep(const StepPlan& plan) override;
+
+  // The first op of a step names the model: a decode step replays its graph from here, or
+  // starts capturing one.
+  void Embedding(const StepPlan&, const void* table, int64_t hidden, void* out) override {
+    if (graph_eligible_ && graph_mode_ == GraphMode::kNone && error_.ok()) {
+      // First sight runs eagerly (and tunes its GEMMs), the second is captured, later ones
+      // replay.
+      const GraphKey key{table, num_tokens_, num_logit_rows_, split_context_};
+      const auto found = graphs_.find(key);
+      if (found == graphs_.end()) {
+        if (graphs_.size() >= kMaxDecodeGraphs) DropGraphs();
+        graphs_[key] = nullptr;
+      } else if (found->second != nullptr) {
+        graph_mode_ = GraphMode::kReplaying;
+        graph_ = found->second;
+        return;
+      } else {
+        Record(CUDA_STATUS(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal)));
+        if (!error_.ok()) return;
+        graph_mode_ = GraphMode::kCapturing;
+        capture_key_ = key;
+      }
+    }
+    if (Replaying()) return;
+    Record(CUDA_STATUS(
+        kernels::EmbeddingCuda(tokens_, Bf16(table), num_tokens_, hidden, Bf16(out), stream_)));
+  }
+
+  void RmsNorm(const void* x, const void* weight, int64_t n, int64_t hidden, float eps,
+               void* out) override {
+    if (Replaying()) return;
+    Record(CUDA_STATUS(
+        kernels::RmsNormCuda(Bf16(x), Bf16(weight), n, hidden, eps, Bf16(out), stream_)));
+  }
+
+  void AddRmsNorm(void* residual, const void* delta, const void* weight, int64_t n, int64_t hidden,
+                  float eps, void* out) override {
+    if (Replaying()) return;
+    Record(CUDA_STATUS(kernels::AddRmsNormCuda(Bf16(residual), Bf16(delta), Bf16(weight), n, hidden,
+                                               eps, Bf16(out), stream_)));
+  }
+
+  void Gemm(const void* a, const void* w, const void* bias, int64_t m, int64_t n, int64_t k,
+            void* out) override {
+    if (m == 0 || Replaying()) return;
+    if (choices_.gemv_for_few_rows && kernels::GemvSupports(m, k)) {
+      Record(CUDA_STATUS(
+          kernels::GemvCuda(Bf16(a), Bf16(w), Bf16(bias), m, n, k, Bf16(out), stream_)));
+      return;
+    }
+    // Row-major out [m, n] = a [m, k] @ w [n, k]^T is column-major out^T = w^T-as-stored @ a^T.
+    const float alpha = 1.0f;
+    const float beta = 0.0f;
+    const TunedGemm* tuned =
+        max_q_len_ == 1 && m <= kMaxTunedGemmRows ? FindOrTuneGemm(a, w, m, n, k, out) : nullptr;
+    if (tuned != nullptr) {
+      Record(CUDA_STATUS(cublasLtMatmul(
+          cublas_lt_, tuned->operation, &alpha, w, tuned->w, a, tuned->a, &beta, out, tuned->out,
+          out, tuned->out, &tuned->algo, cublas_workspace_.get(), kCublasWorkspaceBytes, stream_)));
+    } else {
+      Record(CUDA_STATUS(
+          cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                       static_cast<int>(k), &alpha, w, CUDA_R_16BF, static_cast<int>(k), a,
+                       CUDA_R_16BF, static_cast<int>(k), &beta, out, CUDA_R_16BF,
+                       static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)));
+    }
+    if (bias != nullptr) {
+      Record(CUDA_STATUS(kernels::BiasAddCuda(Bf16(out), Bf16(bias), m, n, stream_)));
+    }
+  }
+
+  void Rope(void* qkv, const StepPlan&, const void* inv_freq, int64_t row_stride,
+            int64_t num_q_heads, int64_t num_kv_heads, int64_t k_offset,
+            int64_t head_dim) override {
+    if (Replaying()) return;
+    Record(CUDA_STATUS(kernels::RopeCuda(Bf16(qkv), positions_, static_cast<const float*>(inv_freq),
+                                         num_tokens_, row_stride, num_q_heads, num_kv_heads,
+                                         k_offset, head_dim, stream_)));
+  }
+
+  void SiluMul(const void* gate_up, int64_t n, int64_t inter, void* out) override {
+    if (Replaying()) return;
+    Record(CUDA_STATUS(kernels::SiluMulCuda(Bf16(gate_up), n, inter, Bf16(out), stream_)));
+  }
+
+  void KvAppend(const void* qkv, const StepPlan&, int64_t row_stride, int64_t k_offset,
+                int64_t v_offset, int64_t layer, const kernels::PagedKv& kv) override {
+    if (Replaying() || !CheckKv(kv)) return;
+    Record(
+        CUDA_STATUS(kernels::KvAppendCuda(Bf16(qkv), token_seq_, seqs_, block_tables_, num_tokens_,
+                                          row_stride, k_offset, v_offset, layer, kv, stream_)));
+  }
+
+  void Attention(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t num_q_heads,
+                 int64_t layer, float scale, const kernels::PagedKv& kv, void* out) override;
+
+  void GatherLogitRows(const void* x, const StepPlan&, int64_t width, void* out) override {
+    if (Replaying()) return;
+    Record(CUDA_STATUS(
+        kernels::GatherRowsCuda(Bf16(x), logit_rows_, num_logit_rows_, width, Bf16(out), stream_)));
+  }
+
+  absl::Status CopyToHost(const void* src, int64_t count, float* dst) override;
+
+ private:
+  // A cublasLt plan for one GEMM shape: descriptors and the fastest of the heuristic's
+  // candidates, timed on first use.
+  struct TunedGemm {
+    cublasLtMatmulDesc_t operation = nullptr;
+    cublasLtMatrixLayout_t w = nullptr, a = nullptr, out = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+
+  static void DestroyTunedGemm(TunedGemm& tuned) {
+    if (tuned.out != nullptr) CUDA_LOG_IF_ERROR(cublasLtMatrixLayoutDestroy(tuned.out));
+    if (tuned.a != nullptr) CUDA_LOG_IF_ERROR(cublasLtMatrixLayoutDestroy(tuned.a));
+    if (tuned.w != nullptr) CUDA_LOG_IF_ERROR(cublasLtMatrixLayoutDestroy(tuned.w));
+    if (tuned.operation != nullptr) CUDA_LOG_IF_ERROR(cublasLtMatmulDescDestroy(tuned.operation));
+  }
+
+  // The tuned plan of this shape, tuning it now (on these buffers: `out` is overwritten) when
+  // the stream is not being captured; null means plain cublasGemmEx.
+  const TunedGemm* FindOrTuneGemm(const void* a, const void* w, int64_t m, int64_t n, int64_t k,
+                                  void* out);
+  absl::Status TuneGemm(const void* a, const void* w, int64_t m, int64_t n, int64_t k, void* out,
+                        TunedGemm* tuned);
+
+  enum class GraphMode { kNone, kCapturing, kReplaying };
+  // (model's embedding table, tokens, logit rows, context the attention splits were planned for)
+  using GraphKey = std::tuple<const void*, int64_t, int64_t, int64_t>;
+
+  bool Replaying() const { return graph_mode_ == GraphMode::kReplaying; }
+
+  // Ends a capture that its step never finished (an error, or a step cut short).
+  void AbandonCapture() {
+    if (graph_mode_ == GraphMode::kCapturing) {
+      cudaGraph_t graph = nullptr;
+      CUDA_LOG_IF_ERROR(cudaStreamEndCapture(stream_, &graph));
+      if (graph != nullptr) CUDA_LOG_IF_ERROR(cudaGraphDestroy(graph));
+    }
+    graph_mode_ = GraphMode::kNone;
+    graph_ = nullptr;
+  }
+
+  void DropGraphs() {
+    for (auto& [key, exec] : graphs_) {
+      if (exec != nullptr) CUDA_LOG_IF_ERROR(cudaGraphExecDestroy(exec));
+    }
+    graphs_.clear();
+  }
+
+  // Ends the step's capture (keeping the graph) or replay: the step's work is then launched.
+  void FinishGraph();
+
+  // Keeps the first error of the step for CopyToHost.
+  void Record(absl::Status status) {
+    if (error_.ok() && !status.ok()) error_ = std::move(status);
+  }
+
+  bool CheckKv(const kernels::PagedKv& kv) {
+    if (kv.head_dim % 8 != 0 || kv.tokens_per_block < 1 ||
+        kv.block_bytes < 2 * kv.tokens_per_block * kv.head_dim * 2) {
+      Record(absl::InvalidArgumentError(
+          absl::StrCat("CUDA backend: KV layout of head_dim ", kv.head_dim, ", ",
+                       kv.tokens_per_block, " tokens per block and ", kv.block_bytes,
+                       "-byte blocks is not supported (head_dim a multiple of 8, bf16 blocks)")));
+      return false;
+    }
+    return true;
+  }
+
+  // Host -> device, finished before returning (weights, rope tables).
+  absl::Status CopyToDevice(void* dst, const void* src, int64_t bytes) {
+    CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream_));
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+
+  // Splits are only made while rows x heads < kSplitBlocksPerSm x SMs, which keeps
+  // rows x heads x splits under twice that; head_dim is at most 256.
+  int64_t PartialCapacityFloats() const {
+    return 2 * kSplitBlocksPerSm * int64_t{sm_count_} * (256 + 2);
+  }
+
+  const CudaOpsOptions options_;
+  CudaKernelChoices choices_;
+  const int sm_count_;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t metadata_copied_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  cublasLtHandle_t cublas_lt_ = nullptr;
+  // Tuned decode GEMMs by (m, n, k); a shape whose tuning failed maps to null.
+  std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<TunedGemm>> tuned_gemms_;
+  Buffer cublas_workspace_;
+  Buffer attention_partial_;
+  absl::Status error_;
+
+  // The current step's metadata: host staging, device copy, and pointers into the latter.
+  PinnedBuffer metadata_host_;
+  Buffer metadata_device_;
+  PinnedBuffer logits_host_;
+  std::vector<kernels::PrefillTile> tiles_;
+  int64_t num_tokens_ = 0;
+  int64_t num_logit_rows_ = 0;
+  int64_t num_tiles_ = 0;
+  int64_t max_q_len_ = 0;
+  int64_t max_context_ = 0;
+  const int32_t* tokens_ = nullptr;
+  const int32_t* positions_ = nullptr;
+  const int32_t* token_seq_ = nullptr;
+  const kernels::StepSequence* seqs_ = nullptr;
+  const int32_t* block_tables_ = nullptr;
+  const int32_t* logit_rows_ = nullptr;
+  const kernels::PrefillTile* tiles_device_ = nullptr;
+
+  // Decode graphs.
+  bool graph_eligible_ = false;  // this step is a decode step and graphs are on
+  int64_t split_context_ = 0;    // the context the attention plans its splits for
+  GraphMode graph_mode_ = GraphMode::kNone;
+  cudaGraphExec_t graph_ = nullptr;  // being replayed
+  GraphKey capture_key_;
+  std::map<GraphKey, cudaGraphExec_t> graphs_;  // null: seen once, not captured yet
+};
+
+const CudaOpsImpl::TunedGemm* CudaOpsImpl::FindOrTuneGemm(const void* a, const void* w, int64_t m,
+                                                          int64_t n, int64_t k, void* out) {
+  const auto shape = std::make_tuple(m, n, k);
+  const auto found = tuned_gemms_.find(shape);
+  if (found != tuned_gemms_.end()) return found->second.get();
+  if (graph_mode_ != GraphMode::kNone || !error_.ok()) return nullptr;
+  auto tuned = std::make_unique<TunedGemm>();
+  const absl::Status status = TuneGemm(a, w, m, n, k, out, tuned.get());
+  if (!status.ok()) {
+    // cuBLAS's plain call still serves this shape.
+    DestroyTunedGemm(*tuned);
+    tuned = nullptr;
+  }
+  return (tuned_gemms_[shape] = std::move(tuned)).get();
+}
+
+absl::Status CudaOpsImpl::TuneGemm(const void* a, const void* w, int64_t m, int64_t n, int64_t k,
+                                   void* out, TunedGemm* tuned) {
+  CUDA_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&tuned->operation, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t transpose = CUBLAS_OP_T;
+  CUDA_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(tuned->operation, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                      &transpose, sizeof(transpose)));
+  // Column-major views: w as stored is [k, n], a is [k, m], out is [n, m].
+  CUDA_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&tuned->w, CUDA_R_16BF, k, n, k));
+  CUDA_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&tuned->a, CUDA_R_16BF, k, m, k));
+  CUDA_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&tuned->out, CUDA_R_16BF, n, m, n));
+  cublasLtMatmulPreference_t preference = nullptr;
+  CUDA_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&preference));
+  const uint64_t workspace = kCublasWorkspaceBytes;
+  absl::Status status = CUDA_STATUS(cublasLtMatmulPreferenceSetAttribute(
+      preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+  cublasLtMatmulHeuristicResult_t candidates[kTuningCandidates];
+  int found = 0;
+  if (status.ok()) {
+    status = CUDA_STATUS(cublasLtMatmulAlgoGetHeuristic(
+        cublas_lt_, tuned->operation, tuned->w, tuned->a, tuned->out, tuned->out, preference,
+        kTuningCandidates, candidates, &found));
+  }
+  CUDA_LOG_IF_ERROR(cublasLtMatmulPreferenceDestroy(preference));
+  RETURN_IF_ERROR(status);
+  if (found == 0) return absl::NotFoundError("cublasLt has no algorithm for this GEMM");
+
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  status = CUDA_STATUS(cudaEventCreate(&stop));
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  float best_ms = 0;
+  int best = -1;
+  for (int i = 0; i < found && status.ok(); ++i) {
+    if (candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    auto run = [&] {
+      return CUDA_STATUS(cublasLtMatmul(cublas_lt_, tuned->operation, &alpha, w, tuned->w, a,
+                                        tuned->a, &beta, out, tuned->out, out, tuned->out,
+                                        &candidates[i].algo, cublas_workspace_.get(),
+                                        kCublasWorkspaceBytes, stream_));
+    };
+    status = run();  // warm-up
+    if (!status.ok()) {
+      status = absl::OkStatus();  // this candidate fails here; others may not
+      continue;
+    }
+    status.Update(CUDA_STATUS(cudaEventRecord(start, stream_)));
+    for (int r = 0; r < kTuningRuns && status.ok(); ++r) status.Update(run());
+    status.Update(CUDA_STATUS(cudaEventRecord(stop, stream_)));
+    status.Update(CUDA_STATUS(cudaEventSynchronize(stop)));
+    float ms = 0;
+    status.Update(CUDA_STATUS(cudaEventElapsedTime(&ms, start, stop)));
+    if (status.ok() && (best < 0 || ms < best_ms)) {
+      best = i;
+      best_ms = ms;
+    }
+  }
+  CUDA_LOG_IF_ERROR(cudaEventDestroy(start));
+  if (stop != nullptr) CUDA_LOG_IF_ERROR(cudaEventDestroy(stop));
+  RETURN_IF_ERROR(status);
+  if (best < 0) return absl::NotFoundError("no cublasLt algorithm ran for this GEMM");
+  tuned->algo = candidates[best].algo;
+  return absl::OkStatus();
+}
+
+void CudaOpsImpl::FinishGraph() {
+  if (graph_mode_ == GraphMode::kCapturing) {
+    cudaGraph_t graph = nullptr;
+    Record(CUDA_STATUS(cudaStreamEndCapture(stream_, &graph)));
+    cudaGraphExec_t exec = nullptr;
+    if (error_.ok()) Record(CUDA_STATUS(cudaGraphInstantiate(&exec, graph, 0)));
+    if (graph != nullptr) CUDA_LOG_IF_ERROR(cudaGraphDestroy(graph));
+    if (error_.ok()) {
+      graphs_[capture_key_] = exec;
+      graph_ = exec;
+    } else if (exec != nullptr) {
+      CUDA_LOG_IF_ERROR(cudaGraphExecDestroy(exec));
+    }
+  }
+  if (graph_ != nullptr && error_.ok()) Record(CUDA_STATUS(cudaGraphLaunch(graph_, stream_)));
+  graph_mode_ = GraphMode::kNone;
+  graph_ = nullptr;
+}
+
+absl::Status CudaOpsImpl::BeginStep(const StepPlan& plan) {
+  AbandonCapture();
+  graph_eligible_ = false;
+  error_ = absl::OkStatus();
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  const int64_t n = plan.num_tokens();
+  if (static_cast<int64_t>(plan.positions.size()) != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step plan has ", n, " tokens but ", plan.positions.size(), " positions"));
+  }
+  max_q_len_ = 0;
+  max_context_ = 0;
+  tiles_.clear();
+  int64_t covered = 0;
+  for (int64_t s = 0; s < plan.num_seqs(); ++s) {
+    const kernels::StepSequence& seq = plan.seqs[s];
+    if (seq.q_len < 1 || seq.q_start != covered || seq.context_len < seq.q_len ||
+        seq.table_offset < 0 || seq.table_offset > static_cast<int64_t>(plan.block_tables.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step plan sequence ", s, " (q_start ", seq.q_start, ", q_len ", seq.q_len,
+                       ", context_len ", seq.context_len, ", table_offset ", seq.table_offset,
+                       ") does not follow the previous one or its table is out of range"));
+    }
+    covered += seq.q_len;
+    max_q_len_ = std::max<int64_t>(max_q_len_, seq.q_len);
+    max_context_ = std::max<int64_t>(max_context_, seq.context_len);
+    // Last tiles first: they see the most keys, so the longest blocks start earliest.
+    for (int32_t first = (seq.q_len - 1) / kernels::kPrefillTileRows * kernels::kPrefillTileRows;
+         first >= 0; first -= kernels::kPrefillTileRows) {
+      tiles_.push_back({.seq = static_cast<int32_t>(s), .first_row = first});
+    }
+  }
+  if (covered != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step plan sequences cover ", covered, " of its ", n, " tokens"));
+  }
+  for (int32_t row : plan.logit_rows) {
+    if (row < 0 || row >= n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step plan logit row ", row, " is outside its ", n, " tokens"));
+    }
+  }
+
+  StepLayout layout;
+  int64_t at = 0;
+  auto place = [&at](int64_t words) {
+    const int64_t offset = at;
+    at += Align4(words);
+    return offset;
+  };
+  layout.tokens = place(n);
+  layout.positions = place(n);
+  layout.token_seq = place(n);
+  layout.seqs = place(plan.num_seqs() * 4);
+  layout.logit_rows = place(static_cast<int64_t>(plan.logit_rows.size()));
+  layout.tiles = place(static_cast<int64_t>(tiles_.size()) * 2);
+  layout.block_tables = place(static_cast<int64_t>(plan.block_tables.size()));
+  layout.total = std::max<int64_t>(at, 4);
+  static_assert(sizeof(kernels::StepSequence) == 16 && sizeof(kernels::PrefillTile) == 8);
+
+  // The previous step's copy must be done before its staging memory is rewritten.
+  CUDA_RETURN_IF_ERROR(cudaEventSynchronize(metadata_copied_));
+  const int64_t bytes = layout.total * 4;
+  if (bytes > metadata_device_.bytes) {
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    const int64_t grown = std::max({bytes, 2 * metadata_device_.bytes, kInitialMetadataBytes});
+    RETURN_IF_ERROR(metadata_host_.Reserve(static_cast<size_t>(grown)));
+    DropGraphs();  // they point into the old buffer
+    metadata_device_ = {};
+    ASSIGN_OR_RETURN(metadata_device_, Allocate(grown));
+  }
+  auto* host = static_cast<int32_t*>(metadata_host_.data());
+  std::memcpy(host + layout.tokens, plan.tokens.data(), n * 4);
+  std::memcpy(host + layout.positions, plan.positions.data(), n * 4);
+  for (int64_t s = 0; s < plan.num_seqs(); ++s) {
+    std::fill_n(host + layout.token_seq + plan.seqs[s].q_start, plan.seqs[s].q_len,
+                static_cast<int32_t>(s));
+  }
+  std::memcpy(host + layout.seqs, plan.seqs.data(), plan.seqs.size() * 16);
+  const auto table_ids = static_cast<int64_t>(plan.block_tables.size());
+  if (table_ids > kParallelStagingIds) {
+    // Head-wise tables hold 32 ids per token of a 7B model: megabytes at large batches, which
+    // the GPU waits for.
+    constexpr int64_t kPiece = int64_t{1} << 16;
+#pragma omp parallel for
+    for (int64_t begin = 0; begin < table_ids; begin += kPiece) {
+      std::memcpy(host + layout.block_tables + begin, plan.block_tables.data() + begin,
+                  std::min(kPiece, table_ids - begin) * 4);
+    }
+  } else {
+    std::memcpy(host + layout.block_tables, plan.block_tables.data(), table_ids * 4);
+  }
+  std::memcpy(host + layout.logit_rows, plan.logit_rows.data(), plan.logit_rows.size() * 4);
+  std::memcpy(host + layout.tiles, tiles_.data(), tiles_.size() * 8);
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_device_.get(), host, static_cast<size_t>(bytes),
+                                       cudaMemcpyHostToDevice, stream_));
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(metadata_copied_, stream_));
+
+  const auto* device = metadata_device_.as<int32_t>();
+  tokens_ = device + layout.tokens;
+  positions_ = device + layout.positions;
+  token_seq_ = device + layout.token_seq;
+  seqs_ = reinterpret_cast<const kernels::StepSequence*>(device + layout.seqs);
+  block_tables_ = device + layout.block_tables;
+  logit_rows_ = device + layout.logit_rows;
+  tiles_device_ = reinterpret_cast<const kernels::PrefillTile*>(device + layout.tiles);
+  num_tokens_ = n;
+  num_logit_rows_ = static_cast<int64_t>(plan.logit_rows.size());
+  num_tiles_ = static_cast<int64_t>(tiles_.size());
+  // A replayed graph keeps the splits it was captured with: decode steps plan them for the
+  // context rounded up to kSplitContextQuantum, so that one graph serves while the context
+  // grows up to that (and a step gives the same numbers with graphs or without).
+  const bool decode = max_q_len_ == 1;
+  graph_eligible_ = choices_.decode_graphs && decode;
+  split_context_ = decode ? (max_context_ + kSplitContextQuantum - 1) / kSplitContextQuantum *
+                                kSplitContextQuantum
+                          : max_context_;
+  return absl::OkStatus();
+}
+
+void CudaOpsImpl::Attention(const void* qkv, const StepPlan&, int64_t row_stride,
+                            int64_t num_q_heads, int64_t layer, float scale,
+                            const kernels::PagedKv& kv, void* out) {
+  if (Replaying() || !CheckKv(kv)) return;
+  if (num_q_heads % kv.num_kv_heads != 0) {
+    Record(absl::InvalidArgumentError(absl::StrCat("CUDA backend: ", num_q_heads,
+                                                   " query heads do not group over ",
+                                                   kv.num_kv_heads, " KV heads")));
+    return;
+  }
+  if (choices_.tiled_prefill_attention && max_q_len_ > 1 &&
+      kernels::PrefillAttentionSupportsHeadDim(kv.head_dim)) {
+    const kernels::PrefillAttentionParams params{.qkv = Bf16(qkv),
+                                                 .row_stride = row_stride,
+                                                 .seqs = seqs_,
+                                                 .tiles = tiles_device_,
+                                                 .num_tiles = num_tiles_,
+                                                 .block_tables = block_tables_,
+                                                 .num_q_heads = num_q_heads,
+                                                 .layer = layer,
+                                                 .scale = scale,
+                                                 .kv = kv,
+                                                 .out = Bf16(out)};
+    Record(CUDA_STATUS(kernels::PrefillAttentionCuda(params, stream_)));
+    return;
+  }
+  if (!kernels::PagedAttentionSupportsHeadDim(kv.head_dim)) {
+    Record(absl::InvalidArgumentError(absl::StrCat(
+        "CUDA backend: attention supports head_dim 64, 128 and 256, not ", kv.head_dim)));
+    return;
+  }
+  // Too few (row, head) blocks to fill the GPU: split each row's context.
+  const int64_t blocks = num_tokens_ * num_q_heads;
+  const int64_t target_blocks = kSplitBlocksPerSm * sm_count_;
+  int64_t splits = 1;
+  if (blocks < target_blocks) {
+    splits = std::min((target_blocks + blocks - 1) / blocks,
+                      (split_context_ + kMinSplitKeys - 1) / kMinSplitKeys);
+    splits = std::max<int64_t>(splits, 1);
+  }
+  int64_t split_keys = (split_context_ + splits - 1) / splits;
+  split_keys = (split_keys + 15) / 16 * 16;
+  splits = (split_context_ + split_keys - 1) / split_keys;
+  const kernels::PagedAttentionParams params{.qkv = Bf16(qkv),
+                                             .row_stride = row_stride,
+                                             .token_seq = token_seq_,
+                                             .seqs = seqs_,
+                                             .block_tables = block_tables_,
+                                             .num_tokens = num_tokens_,
+                                             .num_q_heads = num_q_heads,
+                                             .layer = layer,
+                                             .scale = scale,
+                                             .kv = kv,
+                                             .num_splits = static_cast<int>(splits),
+                                             .split_keys = static_cast<int>(split_keys),
+                                             .partial = attention_partial_.as<float>(),
+                                             .out = Bf16(out)};
+  if (kernels::PagedAttentionPartialFloats(num_tokens_, num_q_heads, params.num_splits,
+                                           kv.head_dim) > PartialCapacityFloats()) {
+    Record(absl::InternalError("CUDA backend: attention splits exceed their scratch memory"));
+    return;
+  }
+  Record(CUDA_STATUS(kernels::PagedAttentionCuda(params, stream_)));
+}
+
+absl::Status CudaOpsImpl::CopyToHost(const void* src, int64_t count, float* dst) {
+  FinishGraph();
+  const size_t bytes = static_cast<size_t>(count) * 2;
+  if (error_.ok()) {
+    // Growing waits for the stream first: the old buffer may be the target of a copy.
+    Record(CUDA_STATUS(cudaStreamSynchronize(stream_)));
+    Record(logits_host_.Reserve(bytes));
+  }
+  if (error_.ok()) {
+    Record(CUDA_STATUS(
+        cudaMemcpyAsync(logits_host_.data(), src, bytes, cudaMemcpyDeviceToHost, stream_)));
+  }
+  Record(CUDA_STATUS(cudaStreamSynchronize(stream_)));
+  RETURN_IF_ERROR(error_);
+  const auto* bits = static_cast<const uint16_t*>(logits_host_.data());
+#pragma omp parallel for if (count > (int64_t{1} << 18))
+  for (int64_t i = 0; i < count; ++i) dst[i] = Bf16ToFloat(bits[i]);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaOps>> MakeCudaOps(const CudaOpsOptions& options) {
+  int count = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
+  if (options.device < 0 || options.device >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA device ", options.device, " does not exist (", count, " visible)"));
+  }
+  int sm_count = 0;
+  CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, options.device));
+  auto ops = std::make_unique<CudaOpsImpl>(options, sm_count);
+  RETURN_IF_ERROR(ops->Init());
+  return std::unique_ptr<CudaOps>(std::move(ops));
+}
+
+}  // namespace muxserve::engine
