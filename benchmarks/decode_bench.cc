@@ -22,6 +22,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "kernels/fill_random.cuh"
+#include "kernels/sampling.cuh"
 #include "muxserve/common/status.h"
 #include "muxserve/engine/cuda_ops.h"
 #include "muxserve/engine/transformer.h"
@@ -488,6 +489,38 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
                                 {"flops", attention_flops},
                                 {"tflops", attention_flops / (t.median_ms * 1e-3) * 1e-12}}});
     }
+  }
+
+  // Pieces: sampling on the GPU (temperature 0.8, top-k 50, top-p 0.9) from fp32 logits.
+  for (int batch : {1, 128}) {
+    std::mt19937 logit_rng(21);
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    std::vector<float> host_logits(static_cast<size_t>(batch) * spec.vocab_size);
+    for (float& v : host_logits) v = normal(logit_rng);
+    std::vector<kernels::SampleRowParams> host_params(batch);
+    for (int b = 0; b < batch; ++b) host_params[b] = {0.8f, 50, 0.9f, 100u + b};
+    ASSIGN_OR_RETURN(Buffer logits, cuda->Allocate(host_logits.size() * sizeof(float)));
+    ASSIGN_OR_RETURN(Buffer params, cuda->Allocate(batch * sizeof(kernels::SampleRowParams)));
+    ASSIGN_OR_RETURN(Buffer tokens, cuda->Allocate(batch * sizeof(int32_t)));
+    CUDA_RETURN_IF_ERROR(cudaMemcpy(logits.get(), host_logits.data(),
+                                    host_logits.size() * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_RETURN_IF_ERROR(cudaMemcpy(params.get(), host_params.data(),
+                                    batch * sizeof(kernels::SampleRowParams),
+                                    cudaMemcpyHostToDevice));
+    ASSIGN_OR_RETURN(
+        Timing t, Time(cuda->stream(), reps, [&] {
+          return CUDA_STATUS(kernels::SampleCuda(logits.as<float>(), batch, spec.vocab_size,
+                                                 params.as<kernels::SampleRowParams>(),
+                                                 tokens.as<int32_t>(), cuda->stream()));
+        }));
+    const double logit_bytes = static_cast<double>(host_logits.size() * sizeof(float));
+    rows.push_back({.name = absl::StrCat("  sample b", batch, " vocab ", spec.vocab_size,
+                                         " (T 0.8, k 50, p 0.9)"),
+                    .kind = "piece",
+                    .median_ms = t.median_ms,
+                    .min_ms = t.min_ms,
+                    .floor_ms = logit_bytes / floors.copy_bytes_per_second * 1e3,
+                    .extra = {{"batch", batch}, {"logit_bytes", logit_bytes}}});
   }
 
   std::printf("\n%-34s %10s %10s %10s %8s\n", "case", "median ms", "min ms", "floor ms", "x floor");
