@@ -21,6 +21,7 @@ class BatchScheduler final : public Scheduler {
     if (n == 0) return;
     const bool one_job = config_.mode == config::SchedulerMode::kTemporal;
     const bool may_borrow = config_.mode != config::SchedulerMode::kSpatial;
+    llms_ = &llms;
     // Prefill jobs first, round-robin starting after the LLM that went first last time.
     for (int i = 0; i < n; ++i) {
       const int llm = (next_first_ + i) % n;
@@ -44,18 +45,42 @@ class BatchScheduler final : public Scheduler {
   }
 
  private:
-  // Reserves blocks so `seq` can hold `tokens` tokens. Within the quota unless borrowing.
-  static bool Reserve(Sequence* seq, int64_t tokens, const LlmQueues& q,
-                      kvcache::HeadBlockPool& pool, bool within_quota) {
-    const int64_t have = seq->blocks.num_token_blocks();
-    const int64_t need = TokenBlocksFor(tokens, q.tokens_per_block) - have;
-    if (need <= 0) return true;
-    const int64_t head_blocks = need * seq->blocks.per_token_block();
+  // Head blocks `seq` still needs to hold its first `tokens` tokens.
+  static int64_t HeadBlocksNeeded(const Sequence* seq, int64_t tokens, int64_t tokens_per_block) {
+    const int64_t need = TokenBlocksFor(tokens, tokens_per_block) - seq->blocks.num_token_blocks();
+    return need <= 0 ? 0 : need * seq->blocks.per_token_block();
+  }
+
+  // Free blocks held back for LLMs below their quota whose next waiting sequence cannot start:
+  // what they are owed is reclaimed from borrowers, so a quiet LLM is never starved by busy ones.
+  int64_t OwedToOthers(const kvcache::HeadBlockPool& pool, int self) const {
+    int64_t owed = 0;
+    for (int i = 0; i < static_cast<int>(llms_->size()); ++i) {
+      const LlmQueues& other = (*llms_)[i];
+      if (i == self || other.waiting.empty()) continue;
+      const Sequence* head = other.waiting.front();
+      const int64_t chunk = std::min<int64_t>(head->num_uncomputed(), config_.max_prefill_tokens);
+      const int64_t need =
+          HeadBlocksNeeded(head, head->num_computed + chunk, other.tokens_per_block);
+      // Owed when its quota would admit it (one that holds nothing may always start one).
+      const int64_t used = pool.used(other.pool_id);
+      if (used == 0 || used + need <= pool.quota(other.pool_id)) owed += need;
+    }
+    return owed;
+  }
+
+  // Reserves blocks so `seq` can hold `tokens` tokens. Within the quota an LLM takes any free
+  // block; beyond it (borrowing, unless `within_quota`) only blocks no other LLM is owed.
+  bool Reserve(Sequence* seq, int64_t tokens, int llm, const LlmQueues& q,
+               kvcache::HeadBlockPool& pool, bool within_quota) const {
+    const int64_t head_blocks = HeadBlocksNeeded(seq, tokens, q.tokens_per_block);
+    if (head_blocks == 0) return true;
     if (head_blocks > pool.free_blocks()) return false;
-    // An LLM holding nothing may always start one sequence, so a small quota never starves it.
-    if (within_quota && pool.used(q.pool_id) > 0 &&
-        pool.used(q.pool_id) + head_blocks > pool.quota(q.pool_id)) {
-      return false;
+    const int64_t used = pool.used(q.pool_id);
+    if (used + head_blocks > pool.quota(q.pool_id)) {
+      // An LLM holding nothing may always start one sequence, so a small quota never starves it.
+      if (within_quota && used > 0) return false;
+      if (used > 0 && head_blocks > pool.free_blocks() - OwedToOthers(pool, llm)) return false;
     }
     return pool.Allocate(q.pool_id, head_blocks, seq->blocks.mutable_ids()).ok();
   }
@@ -72,7 +97,9 @@ class BatchScheduler final : public Scheduler {
           static_cast<int32_t>(std::min<int64_t>(seq->num_uncomputed(), budget));
       // New sequences are admitted within the quota; a started one finishes its prompt.
       const bool admission = seq->num_computed == 0;
-      if (!Reserve(seq, seq->num_computed + chunk, q, pool, admission || !may_borrow)) break;
+      if (!Reserve(seq, seq->num_computed + chunk, llm, q, pool, admission || !may_borrow)) {
+        break;
+      }
       job->entries.push_back({seq, chunk});
       budget -= chunk;
       ++batch;
@@ -88,7 +115,7 @@ class BatchScheduler final : public Scheduler {
     size_t i = 0;
     while (i < q.running.size()) {
       Sequence* seq = q.running[i];
-      if (Reserve(seq, seq->num_computed + 1, q, pool, !may_borrow)) {
+      if (Reserve(seq, seq->num_computed + 1, llm, q, pool, !may_borrow)) {
         job->entries.push_back({seq, 1});
         ++i;
         continue;
@@ -110,6 +137,7 @@ class BatchScheduler final : public Scheduler {
 
   config::SchedulerConfig config_;
   int next_first_ = 0;
+  const std::vector<LlmQueues>* llms_ = nullptr;  // the queues of the step being planned
 };
 
 }  // namespace

@@ -143,14 +143,15 @@ TEST_F(UnitEngineTest, GreedyOutputDoesNotDependOnWhatElseIsRunning) {
 TEST_F(UnitEngineTest, PreemptionOnATinyPoolLosesNothingAndKeepsOutputs) {
   auto roomy = MakeEngine();
   // 2048-byte blocks of fp32 head_dim 16: 16 tokens per block; alpha needs 4 head blocks per
-  // token block. 96 blocks cannot hold six 88-token sequences of alpha (24 blocks each) at once.
-  auto tight = MakeEngine(96 * 2048);
+  // token block. A 208-token sequence takes 52 of the 64 blocks, so any two that overlap (each
+  // runs for 200 steps) must preempt.
+  auto tight = MakeEngine(64 * 2048);
   std::vector<std::shared_ptr<Collector>> reference, squeezed;
   for (int i = 0; i < 6; ++i) {
     reference.push_back(std::make_shared<Collector>());
     squeezed.push_back(std::make_shared<Collector>());
-    ASSERT_TRUE(roomy->Submit(Greedy("alpha", Prompt(8, i), 80, reference.back())).ok());
-    ASSERT_TRUE(tight->Submit(Greedy("alpha", Prompt(8, i), 80, squeezed.back())).ok());
+    ASSERT_TRUE(roomy->Submit(Greedy("alpha", Prompt(8, i), 200, reference.back())).ok());
+    ASSERT_TRUE(tight->Submit(Greedy("alpha", Prompt(8, i), 200, squeezed.back())).ok());
   }
   for (int i = 0; i < 6; ++i) {
     EXPECT_EQ(reference[i]->Wait().reason, FinishReason::kLength);

@@ -448,7 +448,7 @@ TEST_F(DaemonLifecycleTest, FullQueueIsResourceExhausted) {
     threads.emplace_back([&, i] {
       results[i] =
           Generate((*daemon)->api(), LongRequest(kModelA, "Story number " + std::to_string(i)),
-                   std::chrono::seconds(40));
+                   std::chrono::seconds(120));  // serialized: batch size 1, slow under ASan
     });
   }
   for (std::thread& thread : threads) thread.join();
