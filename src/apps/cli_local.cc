@@ -32,6 +32,13 @@ struct MakeModelFlags {
   int64_t vocab = 320;
   int64_t max_position = 2048;
   double rope_theta = 10000.0;
+  std::string rope_scaling = "none";
+  double rope_factor = 8.0;
+  double rope_low_freq_factor = 1.0;
+  double rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_position = 8192;
+  double rms_norm_eps = 1e-5;
+  std::string model_type = "llama";
   bool qkv_bias = false;
   bool tie_embeddings = false;
   std::string dtype = "bfloat16";
@@ -51,8 +58,7 @@ int RunMakeModel(const MakeModelFlags& flags) {
   }
   model::SyntheticModelOptions options;
   model::ModelSpec& spec = options.spec;
-  spec.architecture = "LlamaForCausalLM";
-  spec.model_type = "llama";
+  spec.model_type = flags.model_type;  // the architecture follows from the family
   spec.vocab_size = flags.vocab;
   spec.hidden_size = flags.hidden;
   spec.intermediate_size = flags.intermediate;
@@ -61,8 +67,16 @@ int RunMakeModel(const MakeModelFlags& flags) {
   spec.num_kv_heads = flags.kv_heads;
   spec.head_dim = flags.head_dim != 0 ? flags.head_dim : flags.hidden / flags.heads;
   spec.max_position_embeddings = flags.max_position;
-  spec.rms_norm_eps = 1e-5;
+  spec.rms_norm_eps = flags.rms_norm_eps;
   spec.rope.theta = flags.rope_theta;
+  if (flags.rope_scaling != "none") {
+    spec.rope.scaling =
+        flags.rope_scaling == "linear" ? model::RopeScaling::kLinear : model::RopeScaling::kLlama3;
+    spec.rope.factor = flags.rope_factor;
+    spec.rope.low_freq_factor = flags.rope_low_freq_factor;
+    spec.rope.high_freq_factor = flags.rope_high_freq_factor;
+    spec.rope.original_max_position = flags.rope_original_max_position;
+  }
   spec.qkv_bias = flags.qkv_bias;
   spec.tie_word_embeddings = flags.tie_embeddings;
   spec.dtype = *dtype;
@@ -144,6 +158,29 @@ void AddLocalCommands(CLI::App& app, int* exit_code) {
   make_model->add_option("--rope-theta", flags->rope_theta)
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  make_model->add_option("--model-type", flags->model_type, "config.json model_type")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"llama", "mistral", "qwen2"}));
+  make_model->add_option("--rms-norm-eps", flags->rms_norm_eps)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  make_model->add_option("--rope-scaling", flags->rope_scaling)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "linear", "llama3"}));
+  make_model->add_option("--rope-factor", flags->rope_factor, "linear and llama3 scaling")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  make_model->add_option("--rope-low-freq-factor", flags->rope_low_freq_factor, "llama3 scaling")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  make_model->add_option("--rope-high-freq-factor", flags->rope_high_freq_factor, "llama3 scaling")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  make_model
+      ->add_option("--rope-original-max-position", flags->rope_original_max_position,
+                   "llama3 scaling")
+      ->capture_default_str()
+      ->check(positive);
   make_model->add_flag("--qkv-bias", flags->qkv_bias, "Biases on the Q, K and V projections");
   make_model->add_flag("--tie-embeddings", flags->tie_embeddings, "lm_head shares the embedding");
   make_model->add_option("--dtype", flags->dtype, "Weight dtype")->capture_default_str();

@@ -1,5 +1,6 @@
 #include "muxserve/config/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <initializer_list>
@@ -17,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/ascii.h"
 #include "muxserve/common/status.h"
 #include "muxserve/model/synthetic.h"
 #include "yaml-cpp/yaml.h"
@@ -28,11 +30,22 @@ namespace fs = std::filesystem;
 
 using KeyList = std::span<const std::string_view>;
 
-constexpr std::string_view kTopLevelKeys[] = {"server", "runtime", "kv_cache", "scheduler",
-                                              "models"};
+constexpr std::string_view kTopLevelKeys[] = {"server",  "auth",     "limits",
+                                              "runtime", "kv_cache", "scheduler",
+                                              "models",  "cluster",  "placement"};
 constexpr std::string_view kServerKeys[] = {"grpc_address", "metrics_address",
                                             "shutdown_grace_seconds", "max_queued_requests",
                                             "synthetic_dir"};
+constexpr std::string_view kAuthKeys[] = {"tokens", "tls"};
+constexpr std::string_view kTokenKeys[] = {"name", "token", "token_file", "models"};
+constexpr std::string_view kTlsKeys[] = {"cert", "key", "client_ca"};
+constexpr std::string_view kLimitsKeys[] = {"max_message_bytes", "max_prompt_tokens",
+                                            "max_stop_strings", "max_streams_per_client"};
+constexpr std::string_view kClusterKeys[] = {"nodes", "gpus_per_node", "gpu"};
+constexpr std::string_view kGpuKeys[] = {"name", "memory", "sm_count", "bandwidth", "flops"};
+constexpr std::string_view kPlacementKeys[] = {"cost_table", "prompt_tokens", "output_tokens",
+                                               "units"};
+constexpr std::string_view kPinnedUnitKeys[] = {"gpus", "models"};
 constexpr std::string_view kRuntimeKeys[] = {"backend", "cpu_threads"};
 constexpr std::string_view kKvCacheKeys[] = {"memory", "block_bytes"};
 constexpr std::string_view kSchedulerKeys[] = {"mode", "max_prefill_tokens", "max_batch_size"};
@@ -87,6 +100,14 @@ std::string Describe(const YAML::Node& node) {
   }
   return "nothing";
 }
+
+// The kind of a node without its text: for values that may be secrets.
+std::string DescribeShape(const YAML::Node& node) {
+  return node.IsScalar() ? "a scalar" : Describe(node);
+}
+
+// gRPC keeps message sizes in an int.
+constexpr int64_t kMaxGrpcMessageBytes = 2147483647;
 
 // A quoted scalar ("5") is a string even when it reads like a number.
 bool IsPlainScalar(const YAML::Node& node) { return node.IsScalar() && node.Tag() != "!"; }
@@ -155,6 +176,21 @@ class Parser {
     if (scheduler) RETURN_IF_ERROR(ParseScheduler(*scheduler, &config.scheduler));
 
     RETURN_IF_ERROR(ParseModels(map, &config.models));
+
+    // After the models: a token's model list must name configured models.
+    ASSIGN_OR_RETURN(std::optional<MapView> auth, ReadSection(map, "auth", kAuthKeys));
+    if (auth) RETURN_IF_ERROR(ParseAuth(*auth, config.models, &config.auth));
+
+    ASSIGN_OR_RETURN(std::optional<MapView> limits, ReadSection(map, "limits", kLimitsKeys));
+    if (limits) RETURN_IF_ERROR(ParseLimits(*limits, &config.limits));
+
+    ASSIGN_OR_RETURN(std::optional<MapView> cluster, ReadSection(map, "cluster", kClusterKeys));
+    if (cluster) RETURN_IF_ERROR(ParseCluster(*cluster, &config.cluster));
+    ASSIGN_OR_RETURN(std::optional<MapView> placement,
+                     ReadSection(map, "placement", kPlacementKeys));
+    if (placement) {
+      RETURN_IF_ERROR(ParsePlacement(*placement, config.models, config.cluster, &config.placement));
+    }
     return config;
   }
 
@@ -352,6 +388,139 @@ class Parser {
       RETURN_IF_ERROR(GetString(map, "synthetic_dir", &dir));
       RETURN_IF_ERROR(Require(!dir.empty(), map, "synthetic_dir", "must not be empty"));
       server->synthetic_dir = Resolve(dir);
+    }
+    return absl::OkStatus();
+  }
+
+  // Errors never quote a secret: they name the key and the token's position only.
+  absl::Status ParseAuth(const MapView& map, const std::vector<ModelConfig>& models,
+                         AuthConfig* auth) const {
+    if (const MapView::Field* field = map.Find("tokens");
+        field != nullptr && !field->value.IsNull()) {
+      const YAML::Node& list = field->value;
+      if (!list.IsSequence() || list.size() == 0) {
+        return FieldError(
+            map, "tokens",
+            absl::StrCat("expected a non-empty list of tokens, got ", DescribeShape(list)));
+      }
+      for (size_t i = 0; i < list.size(); ++i) {
+        ASSIGN_OR_RETURN(
+            MapView entry,
+            ReadMap(list[i], absl::StrCat(map.Path("tokens"), "[", i, "]"), kTokenKeys));
+        ASSIGN_OR_RETURN(AuthToken token, ParseToken(entry, i, models));
+        for (size_t j = 0; j < auth->tokens.size(); ++j) {
+          if (auth->tokens[j].name == token.name) {
+            return FieldError(entry, "name",
+                              absl::StrCat("duplicate token name ", Quoted(token.name)));
+          }
+          if (auth->tokens[j].secret == token.secret) {
+            return Error(entry.line(), entry.path(),
+                         absl::StrCat("the same secret as token ", Quoted(auth->tokens[j].name),
+                                      " (each client needs its own)"));
+          }
+        }
+        auth->tokens.push_back(std::move(token));
+      }
+    }
+    ASSIGN_OR_RETURN(std::optional<MapView> tls, ReadSection(map, "tls", kTlsKeys));
+    if (tls) {
+      TlsConfig config;
+      RETURN_IF_ERROR(GetExistingFile(*tls, "cert", /*required=*/true, &config.cert));
+      RETURN_IF_ERROR(GetExistingFile(*tls, "key", /*required=*/true, &config.key));
+      RETURN_IF_ERROR(GetExistingFile(*tls, "client_ca", /*required=*/false, &config.client_ca));
+      auth->tls = std::move(config);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<AuthToken> ParseToken(const MapView& map, size_t index,
+                                       const std::vector<ModelConfig>& models) const {
+    AuthToken token;
+    token.name = absl::StrCat("tokens[", index, "]");
+    RETURN_IF_ERROR(GetString(map, "name", &token.name));
+    RETURN_IF_ERROR(Require(!token.name.empty(), map, "name", "must not be empty"));
+    const bool has_token = map.Find("token") != nullptr;
+    const bool has_file = map.Find("token_file") != nullptr;
+    if (has_token == has_file) {
+      return Error(map.line(), map.path(),
+                   has_token ? "set exactly one of 'token' and 'token_file', not both"
+                             : "one of 'token' (the secret) or 'token_file' (a file holding it) "
+                               "is required");
+    }
+    std::string_view secret_key = has_token ? "token" : "token_file";
+    if (has_token) {
+      RETURN_IF_ERROR(GetString(map, "token", &token.secret));
+    } else {
+      fs::path file;
+      RETURN_IF_ERROR(GetExistingFile(map, "token_file", /*required=*/true, &file));
+      std::ifstream in(file, std::ios::binary);
+      std::ostringstream text;
+      text << in.rdbuf();
+      if (!in) {
+        return FieldError(map, "token_file", absl::StrCat("cannot read ", Quoted(file.string())));
+      }
+      token.secret = std::string(absl::StripAsciiWhitespace(text.str()));
+    }
+    RETURN_IF_ERROR(Require(!token.secret.empty(), map, secret_key, "the token is empty"));
+    // It travels in an HTTP/2 header value: visible ASCII only.
+    const bool printable = std::all_of(token.secret.begin(), token.secret.end(),
+                                       [](char c) { return c > ' ' && c < 0x7f; });
+    RETURN_IF_ERROR(Require(printable, map, secret_key,
+                            "the token may hold visible ASCII characters only (no spaces)"));
+
+    if (const MapView::Field* field = map.Find("models"); field != nullptr) {
+      if (!field->value.IsSequence()) {
+        return FieldError(
+            map, "models",
+            absl::StrCat("expected a list of model names, got ", DescribeShape(field->value)));
+      }
+      for (const YAML::Node& item : field->value) {
+        const bool known =
+            item.IsScalar() && std::any_of(models.begin(), models.end(), [&](const auto& model) {
+              return model.name == item.Scalar();
+            });
+        if (!known) {
+          return Error(NodeLine(item) == 0 ? map.LineOf("models") : NodeLine(item),
+                       map.Path("models"),
+                       absl::StrCat(Describe(item), " is not a model in the 'models' list"));
+        }
+        token.models.push_back(item.Scalar());
+      }
+    }
+    return token;
+  }
+
+  // A path resolved against the config's folder that must name a readable regular file.
+  absl::Status GetExistingFile(const MapView& map, std::string_view key, bool required,
+                               fs::path* out) const {
+    if (map.Find(key) == nullptr) return Require(!required, map, key, "required");
+    std::string text;
+    RETURN_IF_ERROR(GetString(map, key, &text));
+    RETURN_IF_ERROR(Require(!text.empty(), map, key, "must not be empty"));
+    const fs::path path = Resolve(text);
+    std::error_code error;
+    if (!fs::is_regular_file(path, error)) {
+      return FieldError(
+          map, key,
+          absl::StrCat("file ", Quoted(path.string()),
+                       fs::exists(path, error) ? " is not a regular file" : " does not exist"));
+    }
+    *out = path;
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseLimits(const MapView& map, LimitsConfig* limits) const {
+    RETURN_IF_ERROR(GetSize(map, "max_message_bytes", &limits->max_message_bytes));
+    RETURN_IF_ERROR(Require(
+        limits->max_message_bytes >= 1024 && limits->max_message_bytes <= kMaxGrpcMessageBytes, map,
+        "max_message_bytes",
+        absl::StrCat("must be between 1KiB and 2GiB - 1, got ", limits->max_message_bytes)));
+    for (auto [key, value] :
+         {std::pair<std::string_view, int64_t*>{"max_prompt_tokens", &limits->max_prompt_tokens},
+          {"max_stop_strings", &limits->max_stop_strings},
+          {"max_streams_per_client", &limits->max_streams_per_client}}) {
+      RETURN_IF_ERROR(GetInt(map, key, value));
+      RETURN_IF_ERROR(Require(*value >= 0, map, key, "must be >= 0 (0: no limit)"));
     }
     return absl::OkStatus();
   }
@@ -558,6 +727,113 @@ class Parser {
     RETURN_IF_ERROR(GetBool(map, "tie_embeddings", &spec.tie_word_embeddings));
     RETURN_IF_ERROR(GetUint(map, "seed", &synthetic.seed));
     return synthetic;
+  }
+
+  absl::Status ParseCluster(const MapView& map, ClusterConfig* cluster) const {
+    RETURN_IF_ERROR(GetInt(map, "nodes", &cluster->nodes));
+    RETURN_IF_ERROR(Require(cluster->nodes >= 1, map, "nodes", "must be >= 1"));
+    RETURN_IF_ERROR(GetInt(map, "gpus_per_node", &cluster->gpus_per_node));
+    const int64_t per_node = cluster->gpus_per_node;
+    RETURN_IF_ERROR(Require(per_node >= 1 && per_node <= 8 && (per_node & (per_node - 1)) == 0, map,
+                            "gpus_per_node", absl::StrCat("must be 1, 2, 4 or 8, got ", per_node)));
+    ASSIGN_OR_RETURN(std::optional<MapView> gpu, ReadSection(map, "gpu", kGpuKeys));
+    if (!gpu) return absl::OkStatus();
+    GpuConfig& out = cluster->gpu;
+    RETURN_IF_ERROR(GetString(*gpu, "name", &out.name));
+    RETURN_IF_ERROR(Require(!out.name.empty(), *gpu, "name", "must not be empty"));
+    RETURN_IF_ERROR(GetSize(*gpu, "memory", &out.memory_bytes));
+    RETURN_IF_ERROR(Require(out.memory_bytes > 0, *gpu, "memory", "must be > 0"));
+    RETURN_IF_ERROR(GetInt(*gpu, "sm_count", &out.sm_count));
+    RETURN_IF_ERROR(Require(out.sm_count >= 1, *gpu, "sm_count", "must be >= 1"));
+    RETURN_IF_ERROR(GetDouble(*gpu, "bandwidth", &out.bandwidth));
+    RETURN_IF_ERROR(Require(out.bandwidth > 0, *gpu, "bandwidth", "must be > 0 (bytes/s)"));
+    RETURN_IF_ERROR(GetDouble(*gpu, "flops", &out.flops));
+    return Require(out.flops > 0, *gpu, "flops", "must be > 0 (FLOP/s)");
+  }
+
+  // After the models and the cluster: pinned units name models and GPUs of both.
+  absl::Status ParsePlacement(const MapView& map, const std::vector<ModelConfig>& models,
+                              const ClusterConfig& cluster, PlacementConfig* placement) const {
+    if (map.Find("cost_table") != nullptr) {
+      std::string table;
+      RETURN_IF_ERROR(GetString(map, "cost_table", &table));
+      RETURN_IF_ERROR(Require(!table.empty(), map, "cost_table", "must not be empty"));
+      placement->cost_table = Resolve(table);
+    }
+    RETURN_IF_ERROR(GetInt(map, "prompt_tokens", &placement->prompt_tokens));
+    RETURN_IF_ERROR(Require(placement->prompt_tokens >= 1, map, "prompt_tokens", "must be >= 1"));
+    RETURN_IF_ERROR(GetInt(map, "output_tokens", &placement->output_tokens));
+    RETURN_IF_ERROR(Require(placement->output_tokens >= 1, map, "output_tokens", "must be >= 1"));
+    const MapView::Field* field = map.Find("units");
+    if (field == nullptr || field->value.IsNull()) return absl::OkStatus();
+    if (!field->value.IsSequence() || field->value.size() == 0) {
+      return FieldError(map, "units",
+                        "expected a non-empty list of units ({gpus: [0, 1], models: [a, b]})");
+    }
+    const int64_t total_gpus = cluster.nodes * cluster.gpus_per_node;
+    absl::flat_hash_map<int64_t, int> line_of_gpu;
+    absl::flat_hash_map<std::string, int> line_of_model;
+    for (size_t i = 0; i < field->value.size(); ++i) {
+      ASSIGN_OR_RETURN(
+          MapView unit_map,
+          ReadMap(field->value[i], absl::StrCat(map.Path("units"), "[", i, "]"), kPinnedUnitKeys));
+      PinnedUnit unit;
+      unit.line = unit_map.line();
+      for (std::string_view key : {"gpus", "models"}) {
+        const MapView::Field* list = unit_map.Find(key);
+        if (list == nullptr || !list->value.IsSequence() || list->value.size() == 0) {
+          return FieldError(unit_map, key, "required: a non-empty list");
+        }
+      }
+      for (const YAML::Node& item : unit_map.Find("gpus")->value) {
+        int64_t gpu = 0;
+        if (!IsPlainScalar(item) || !absl::SimpleAtoi(item.Scalar(), &gpu) || gpu < 0 ||
+            gpu >= total_gpus) {
+          return Error(NodeLine(item), unit_map.Path("gpus"),
+                       absl::StrCat("expected a GPU id in [0, ", total_gpus, ") (the cluster has ",
+                                    cluster.nodes, " x ", cluster.gpus_per_node, " GPUs), got ",
+                                    Describe(item)));
+        }
+        auto [existing, inserted] = line_of_gpu.try_emplace(gpu, NodeLine(item));
+        if (!inserted) {
+          return Error(
+              NodeLine(item), unit_map.Path("gpus"),
+              absl::StrCat("GPU ", gpu, " is already in the unit at line ", existing->second));
+        }
+        unit.gpus.push_back(gpu);
+      }
+      const int64_t count = static_cast<int64_t>(unit.gpus.size());
+      const int64_t node = unit.gpus.front() / cluster.gpus_per_node;
+      bool one_node = true;
+      for (int64_t gpu : unit.gpus) one_node = one_node && gpu / cluster.gpus_per_node == node;
+      RETURN_IF_ERROR(Require((count & (count - 1)) == 0 && one_node, unit_map, "gpus",
+                              "a unit is 1, 2, 4 or 8 GPUs of one node"));
+      for (const YAML::Node& item : unit_map.Find("models")->value) {
+        const std::string name = item.IsScalar() ? item.Scalar() : "";
+        bool known = false;
+        for (const ModelConfig& model : models) known = known || model.name == name;
+        if (!known) {
+          return Error(NodeLine(item), unit_map.Path("models"),
+                       absl::StrCat("unknown model ", Describe(item), " (not in the models list)"));
+        }
+        auto [existing, inserted] = line_of_model.try_emplace(name, NodeLine(item));
+        if (!inserted) {
+          return Error(NodeLine(item), unit_map.Path("models"),
+                       absl::StrCat("model ", Quoted(name), " is already placed at line ",
+                                    existing->second));
+        }
+        unit.models.push_back(name);
+      }
+      placement->units.push_back(std::move(unit));
+    }
+    for (const ModelConfig& model : models) {
+      if (!line_of_model.contains(model.name)) {
+        return FieldError(map, "units",
+                          absl::StrCat("model ", Quoted(model.name),
+                                       " is in no unit (a pinned placement places every model)"));
+      }
+    }
+    return absl::OkStatus();
   }
 
   std::string file_;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_replace.h"
 #include "json_util.h"
 #include "muxserve/common/status.h"
+#include "nfc.h"
 #include "utf8.h"
 
 namespace muxserve::model {
@@ -163,8 +164,13 @@ void SplitPattern::Split(std::string_view text, std::vector<std::string_view>* p
   re2::StringPiece match;
   size_t position = 0;
   while (position < text.size()) {
-    // Without capture groups RE2 stays on its DFA, several times faster than with them.
-    if (!regex_->Match(text, position, text.size(), re2::RE2::UNANCHORED, &match, 1)) break;
+    // Without capture groups RE2 stays on its DFA, several times faster than with them. A
+    // match that starts right here is the leftmost one, and finding it needs only the forward
+    // DFA; these patterns nearly always have one, so the unanchored search is the fallback.
+    if (!regex_->Match(text, position, text.size(), re2::RE2::ANCHOR_START, &match, 1) &&
+        !regex_->Match(text, position, text.size(), re2::RE2::UNANCHORED, &match, 1)) {
+      break;
+    }
     const size_t begin = static_cast<size_t>(match.data() - text.data());
     size_t end = begin + match.size();
     if (end == begin) {
@@ -235,9 +241,10 @@ absl::Status PreTokenizer::ParseNormalizer(const nlohmann::json& node, const std
     steps->push_back(std::move(step));
     return absl::OkStatus();
   }
-  // NFC leaves text that is already composed unchanged, which nearly all input is; it is
-  // accepted (Qwen2 declares it) and not applied.
-  if (type == "NFC") return absl::OkStatus();
+  if (type == "NFC") {
+    steps->push_back(MakeStep(Step::kNfc));
+    return absl::OkStatus();
+  }
   return Unsupported(origin, "normalizer", node);
 }
 
@@ -329,6 +336,10 @@ void PreTokenizer::Apply(const Step& step, std::vector<Piece>* pieces) {
         break;
       case Step::kReplace:
         piece.text = absl::StrReplaceAll(piece.text, {{step.text, step.replacement}});
+        next.push_back(std::move(piece));
+        break;
+      case Step::kNfc:
+        piece.text = ToNfc(piece.text);
         next.push_back(std::move(piece));
         break;
       case Step::kSplit:

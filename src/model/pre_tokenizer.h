@@ -62,7 +62,7 @@ class PreTokenizer {
 
  private:
   struct Step {
-    enum Kind { kPrepend, kReplace, kSplit, kByteLevel, kMetaspace };
+    enum Kind { kPrepend, kReplace, kNfc, kSplit, kByteLevel, kMetaspace };
     Kind kind = kSplit;
     std::string text;         // kPrepend: the prefix; kReplace: the pattern; kMetaspace: "▁"
     std::string replacement;  // kReplace

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <functional>
-#include <queue>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -135,6 +135,11 @@ bool TemplatePrepends(const nlohmann::json& processor, const std::string& token,
          first["SpecialToken"].value("id", "") == token;
 }
 
+uint64_t NextInstanceId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 class BpeTokenizer final : public Tokenizer {
  public:
   static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromJson(const nlohmann::json& root,
@@ -176,6 +181,19 @@ class BpeTokenizer final : public Tokenizer {
   absl::Status ParseAddedTokens(const nlohmann::json& added, const std::string& origin);
   void EncodeSegment(std::string_view segment, size_t offset, std::vector<int32_t>* ids) const;
   void EncodeWord(std::string_view word, std::vector<int32_t>* ids) const;
+  // Fills short_char_ids_ once the vocabulary and added tokens are in.
+  void IndexShortChars();
+  // The token of one char of a word (a well-formed char, or one ill-formed byte), or -1.
+  int32_t CharId(std::string_view piece) const {
+    const auto lead = static_cast<uint8_t>(piece[0]);
+    if (piece.size() == 1 && lead < 0x80) return short_char_ids_[lead];
+    if (piece.size() == 2) {
+      return short_char_ids_[(uint32_t{lead} & 0x1F) << 6 |
+                             (static_cast<uint8_t>(piece[1]) & 0x3F)];
+    }
+    auto it = token_to_id_.find(AsAbsl(piece));
+    return it != token_to_id_.end() ? it->second : -1;
+  }
 
   absl::flat_hash_map<std::string, int32_t> token_to_id_;
   std::vector<std::string> id_to_token_;
@@ -185,10 +203,16 @@ class BpeTokenizer final : public Tokenizer {
   bool byte_fallback_ = false;
   bool ignore_merges_ = false;
   std::optional<int32_t> unk_id_;
+  // Tokens of the chars of one and two UTF-8 bytes (U+0000..U+07FF, which hold every byte-level
+  // char), by code point, -1 where there is none: the chars of most words, without hashing.
+  std::vector<int32_t> short_char_ids_;
   PreTokenizer pre_tokenizer_;
   std::vector<DecodeStep> decode_steps_;
   // Added tokens by their first byte, longest first, for the longest match at each position.
   std::array<std::vector<AddedToken>, 256> added_by_first_byte_;
+
+  // Tells this tokenizer's word caches from those of tokenizers before it at the same address.
+  const uint64_t instance_id_ = NextInstanceId();
 
   std::optional<int32_t> bos_id_;
   bool add_bos_ = false;
@@ -355,6 +379,7 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const nlohm
   RETURN_IF_ERROR(tokenizer->ParseModel(*model, origin));
   RETURN_IF_ERROR(
       tokenizer->ParseAddedTokens(root.value("added_tokens", nlohmann::json()), origin));
+  tokenizer->IndexShortChars();
   ASSIGN_OR_RETURN(tokenizer->pre_tokenizer_,
                    PreTokenizer::FromJson(root.value("normalizer", nlohmann::json()),
                                           root.value("pre_tokenizer", nlohmann::json()), origin));
@@ -472,6 +497,18 @@ absl::Status BpeTokenizer::LoadGenerationConfig(const std::filesystem::path& pat
   return absl::OkStatus();
 }
 
+void BpeTokenizer::IndexShortChars() {
+  constexpr uint32_t kShortChars = 0x800;
+  short_char_ids_.assign(kShortChars, -1);
+  for (uint32_t code_point = 0; code_point < kShortChars; ++code_point) {
+    std::string text;
+    AppendCodePoint(code_point, &text);
+    if (auto it = token_to_id_.find(text); it != token_to_id_.end()) {
+      short_char_ids_[code_point] = it->second;
+    }
+  }
+}
+
 void BpeTokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* ids) const {
   if (ignore_merges_) {
     if (auto it = token_to_id_.find(AsAbsl(word)); it != token_to_id_.end()) {
@@ -486,7 +523,9 @@ void BpeTokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* ids) 
     int next;
     bool alive;
   };
-  std::vector<Symbol> symbols;
+  // Scratch space of this thread, kept between words so that encoding allocates nothing.
+  thread_local std::vector<Symbol> symbols;
+  symbols.clear();
   auto append = [&](int32_t id) {
     const int index = static_cast<int>(symbols.size());
     symbols.push_back({id, index - 1, index + 1, true});
@@ -495,8 +534,8 @@ void BpeTokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* ids) 
     const size_t length = Utf8CharLength(word.substr(position));
     std::string_view piece = word.substr(position, length);
     position += length;
-    if (auto it = token_to_id_.find(AsAbsl(piece)); it != token_to_id_.end()) {
-      append(it->second);
+    if (const int32_t id = CharId(piece); id >= 0) {
+      append(id);
       continue;
     }
     bool all_bytes = byte_fallback_;
@@ -520,16 +559,21 @@ void BpeTokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* ids) 
       return rank != other.rank ? rank > other.rank : left > other.left;
     }
   };
-  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue;
+  // A min-heap on (rank, left) in this thread's scratch vector.
+  thread_local std::vector<Candidate> queue;
+  queue.clear();
   auto consider = [&](int left) {
     if (left < 0 || symbols[left].next < 0) return;
     auto it = merges_.find({symbols[left].id, symbols[symbols[left].next].id});
-    if (it != merges_.end()) queue.push({it->second.rank, left, it->second.merged_id});
+    if (it == merges_.end()) return;
+    queue.push_back({it->second.rank, left, it->second.merged_id});
+    std::push_heap(queue.begin(), queue.end(), std::greater<>());
   };
   for (int i = 0; i + 1 < static_cast<int>(symbols.size()); ++i) consider(i);
   while (!queue.empty()) {
-    Candidate top = queue.top();
-    queue.pop();
+    std::pop_heap(queue.begin(), queue.end(), std::greater<>());
+    const Candidate top = queue.back();
+    queue.pop_back();
     Symbol& left = symbols[top.left];
     if (!left.alive || left.next < 0) continue;
     auto it = merges_.find({left.id, symbols[left.next].id});
@@ -545,12 +589,37 @@ void BpeTokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* ids) 
   for (int i = 0; i >= 0; i = symbols[i].next) ids->push_back(symbols[i].id);
 }
 
+// Words this thread encoded lately, with their ids, per tokenizer: text repeats its words, and
+// a lookup costs far less than the merges. One cache a thread keeps Encode free of locks.
+struct WordCache {
+  absl::flat_hash_map<std::string, std::vector<int32_t>> ids;
+};
+constexpr size_t kWordCacheCapacity = 16384;  // words per tokenizer and thread; then it restarts
+constexpr size_t kMaxCachedWordBytes = 64;    // longer words are rare and would crowd it
+constexpr size_t kMaxCachedTokenizers = 16;   // per thread; then all restart
+
 void BpeTokenizer::EncodeSegment(std::string_view segment, size_t offset,
                                  std::vector<int32_t>* ids) const {
   if (segment.empty()) return;
   std::vector<std::string> words;
   pre_tokenizer_.Split(segment, offset, &words);
-  for (const std::string& word : words) EncodeWord(word, ids);
+  thread_local absl::flat_hash_map<uint64_t, WordCache> caches;
+  if (caches.size() >= kMaxCachedTokenizers && !caches.contains(instance_id_)) caches.clear();
+  WordCache& cache = caches[instance_id_];
+  for (const std::string& word : words) {
+    if (word.size() > kMaxCachedWordBytes) {
+      EncodeWord(word, ids);
+      continue;
+    }
+    if (auto it = cache.ids.find(word); it != cache.ids.end()) {
+      ids->insert(ids->end(), it->second.begin(), it->second.end());
+      continue;
+    }
+    const size_t first = ids->size();
+    EncodeWord(word, ids);
+    if (cache.ids.size() >= kWordCacheCapacity) cache.ids.clear();
+    cache.ids.emplace(word, std::vector<int32_t>(ids->begin() + first, ids->end()));
+  }
 }
 
 std::vector<int32_t> BpeTokenizer::Encode(std::string_view text, bool add_bos) const {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <sstream>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
@@ -13,8 +15,10 @@
 #include "absl/strings/str_join.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
 #include "muxserve/common/status.h"
 #include "muxserve/runtime/device.h"
+#include "muxserve/server/access_control.h"
 #include "muxserve/server/model_loader.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -32,6 +36,39 @@ std::string ClientAddress(const std::string& listen_address, int port) {
   std::string host = listen_address.substr(0, listen_address.rfind(':'));
   if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") host = "127.0.0.1";
   return absl::StrCat(host, ":", port);
+}
+
+absl::StatusOr<std::string> ReadPemFile(const fs::path& path, std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("auth.tls.", AsAbsl(what), ": cannot read '", path.string(), "'"));
+  }
+  return text.str();
+}
+
+// Plaintext without auth.tls; TLS with it, requiring and verifying client certificates when it
+// names a client CA.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const config::AuthConfig& auth) {
+  if (!auth.tls) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPemFile(auth.tls->cert, "cert"));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPemFile(auth.tls->key, "key"));
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!auth.tls->client_ca.empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs, ReadPemFile(auth.tls->client_ca, "client_ca"));
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+bool IsLoopback(const std::string& address) {
+  const std::string host = address.substr(0, address.rfind(':'));
+  return host == "localhost" || host == "[::1]" || absl::StartsWith(host, "127.");
 }
 
 absl::Status WriteReadyFile(const fs::path& path, int grpc_port, int metrics_port) {
@@ -77,7 +114,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const config::Config& conf
   for (const std::string& name : model_names) {
     RETURN_IF_ERROR(daemon->router_.AddLoading(name, kUnitName));
   }
-  daemon->service_ = std::make_unique<MuxserveService>(&daemon->router_, unit_options.clock);
+  daemon->service_ = std::make_unique<MuxserveService>(
+      &daemon->router_, unit_options.clock,
+      std::make_shared<AccessControl>(config.auth, config.limits));
   RETURN_IF_ERROR(daemon->Listen(config, options));
 
   if (model_names.empty()) {
@@ -96,13 +135,19 @@ absl::Status Daemon::Listen(const config::Config& config, const DaemonOptions& o
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   ServerCredentials(config.auth));
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(grpc_address, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.AddListeningPort(grpc_address, credentials, &grpc_port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.limits.max_message_bytes));
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || (grpc_port_ == 0 && !absl::StartsWith(grpc_address, "unix:"))) {
-    return absl::UnavailableError(
-        absl::StrCat("gRPC: cannot listen on '", grpc_address, "' (in use or not an address?)"));
+    return absl::UnavailableError(absl::StrCat(
+        "gRPC: cannot listen on '", grpc_address,
+        config.auth.tls ? "' (in use, not an address, or auth.tls's certificate and key do not "
+                          "match?)"
+                        : "' (in use or not an address?)"));
   }
   SetHealth("", true);
   for (const config::ModelConfig& model : config.models) SetHealth(model.name, false);
@@ -117,10 +162,25 @@ absl::Status Daemon::Listen(const config::Config& config, const DaemonOptions& o
   }
 
   const std::string client_address = ClientAddress(grpc_address, grpc_port_);
-  spdlog::info("muxserved: gRPC on {} (muxserve.v1, grpc.health.v1, reflection)", client_address);
+  spdlog::info("muxserved: gRPC on {} (muxserve.v1, grpc.health.v1, reflection; {})",
+               client_address,
+               !config.auth.tls                     ? "plaintext"
+               : config.auth.tls->client_ca.empty() ? "TLS"
+                                                    : "mutual TLS");
+  if (!config.auth.tokens.empty()) {
+    // Names only: secrets never reach the log.
+    std::vector<std::string> names;
+    for (const config::AuthToken& token : config.auth.tokens) names.push_back(token.name);
+    spdlog::info("muxserved: muxserve.v1 needs a bearer token ({} configured: {})", names.size(),
+                 absl::StrJoin(names, ", "));
+  }
   if (metrics_endpoint_ != nullptr) {
     spdlog::info("muxserved: metrics on http://{}/metrics",
                  ClientAddress(metrics_address, metrics_port_));
+    if (!IsLoopback(metrics_address)) {
+      spdlog::warn("muxserved: the metrics endpoint has no authentication and listens on {}",
+                   metrics_address);
+    }
   }
   if (!config.models.empty()) {
     std::vector<std::string> names;
@@ -165,6 +225,11 @@ absl::Status Daemon::LoadModel(const config::ModelConfig& model_config) {
   const auto started = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(PreparedModel prepared,
                    PrepareModel(model_config, config_.server.synthetic_dir, backend_));
+  {
+    // Writing a synthetic model takes a while: skip the weights when SIGTERM came meanwhile.
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("the daemon shut down before loading its weights");
+  }
   if (!prepared.chat_template) {
     spdlog::warn("model {}: Chat is disabled ({}); Generate works", model_config.name,
                  prepared.chat_unavailable_reason);

@@ -86,8 +86,23 @@ size_t ActiveRequests::size() const {
   return requests_.size();
 }
 
-MuxserveService::MuxserveService(const Router* router, Clock* clock)
-    : router_(router), clock_(clock) {}
+MuxserveService::MuxserveService(const Router* router, Clock* clock,
+                                 std::shared_ptr<AccessControl> access)
+    : router_(router),
+      clock_(clock),
+      access_(access != nullptr
+                  ? std::move(access)
+                  : std::make_shared<AccessControl>(config::AuthConfig{}, config::LimitsConfig{})) {
+}
+
+absl::StatusOr<Caller> MuxserveService::Authenticate(grpc::CallbackServerContext* context) const {
+  std::string_view authorization;
+  const auto& metadata = context->client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    authorization = std::string_view(it->second.data(), it->second.size());
+  }
+  return access_->Authenticate(authorization, context->peer());
+}
 
 absl::Status MuxserveService::CheckAccepting() const {
   if (!accepting_.load()) {
@@ -127,7 +142,10 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* MuxserveService::Chat(
 absl::Status MuxserveService::StartGenerate(grpc::CallbackServerContext* context,
                                             const v1::GenerateRequest& request,
                                             const std::shared_ptr<ResponseStream>& stream) {
+  ASSIGN_OR_RETURN(const Caller caller, Authenticate(context));
+  RETURN_IF_ERROR(access_->CheckModel(caller, request.model()));
   RETURN_IF_ERROR(CheckAccepting());
+  RETURN_IF_ERROR(access_->CheckStopStrings(request.sampling().stop_size()));
   ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, router_->FindServing(request.model()));
   std::vector<int32_t> prompt_tokens;
   switch (request.prompt_case()) {
@@ -143,14 +161,17 @@ absl::Status MuxserveService::StartGenerate(grpc::CallbackServerContext* context
     case v1::GenerateRequest::PROMPT_NOT_SET:
       return absl::InvalidArgumentError("prompt: set text or token_ids");
   }
-  return Submit(context, *model, request.request_id(), std::move(prompt_tokens), request.sampling(),
-                stream);
+  return Submit(context, caller, *model, request.request_id(), std::move(prompt_tokens),
+                request.sampling(), stream);
 }
 
 absl::Status MuxserveService::StartChat(grpc::CallbackServerContext* context,
                                         const v1::ChatRequest& request,
                                         const std::shared_ptr<ResponseStream>& stream) {
+  ASSIGN_OR_RETURN(const Caller caller, Authenticate(context));
+  RETURN_IF_ERROR(access_->CheckModel(caller, request.model()));
   RETURN_IF_ERROR(CheckAccepting());
+  RETURN_IF_ERROR(access_->CheckStopStrings(request.sampling().stop_size()));
   ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, router_->FindServing(request.model()));
   if (!model->chat_template) {
     return absl::FailedPreconditionError(
@@ -169,16 +190,17 @@ absl::Status MuxserveService::StartChat(grpc::CallbackServerContext* context,
                                                 /*add_generation_prompt=*/true, bos_token));
   // The template wrote the BOS token itself.
   std::vector<int32_t> prompt_tokens = model->tokenizer->Encode(prompt, /*add_bos=*/false);
-  return Submit(context, *model, request.request_id(), std::move(prompt_tokens), request.sampling(),
-                stream);
+  return Submit(context, caller, *model, request.request_id(), std::move(prompt_tokens),
+                request.sampling(), stream);
 }
 
-absl::Status MuxserveService::Submit(grpc::CallbackServerContext* context, const ModelEntry& model,
-                                     const std::string& request_id,
+absl::Status MuxserveService::Submit(grpc::CallbackServerContext* context, const Caller& caller,
+                                     const ModelEntry& model, const std::string& request_id,
                                      std::vector<int32_t> prompt_tokens,
                                      const v1::SamplingParams& sampling,
                                      const std::shared_ptr<ResponseStream>& stream) {
   RETURN_IF_ERROR(CheckRequestId(request_id));
+  RETURN_IF_ERROR(access_->CheckPromptTokens(prompt_tokens.size()));
   engine::Request request;
   ASSIGN_OR_RETURN(request.sampling, ToEngineSampling(sampling));
   request.id = request_id.empty() ? NewRequestId() : request_id;
@@ -188,10 +210,13 @@ absl::Status MuxserveService::Submit(grpc::CallbackServerContext* context, const
       ToSteadyDeadline(context->deadline(), std::chrono::system_clock::now(), clock_->Now());
   RETURN_IF_ERROR(engine::ValidateRequest(request, model.spec, model.max_context));
 
+  // Held until the engine has finished the request (or it never reaches the engine).
+  ASSIGN_OR_RETURN(std::shared_ptr<AccessControl::StreamSlot> slot, access_->AcquireStream(caller));
   RETURN_IF_ERROR(active_->Add(request.id, request.cancel));
   stream->Bind(request.id, request.cancel,
-               [active = active_, id = request.id, cancel = request.cancel.get()] {
+               [active = active_, id = request.id, cancel = request.cancel.get(), slot] {
                  active->Remove(id, cancel);
+                 slot->Release();
                });
   request.sink = stream;
   const std::string id = request.id;
@@ -205,14 +230,23 @@ grpc::ServerUnaryReactor* MuxserveService::Abort(grpc::CallbackServerContext* co
                                                  const v1::AbortRequest* request,
                                                  v1::AbortResponse* /*response*/) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(active_->Cancel(request->request_id())));
+  absl::StatusOr<Caller> caller = Authenticate(context);
+  reactor->Finish(
+      ToGrpcStatus(caller.ok() ? active_->Cancel(request->request_id()) : caller.status()));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* MuxserveService::ListModels(grpc::CallbackServerContext* context,
                                                       const v1::ListModelsRequest* /*request*/,
                                                       v1::ListModelsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Caller> caller = Authenticate(context);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
   for (const std::shared_ptr<const ModelEntry>& model : router_->List()) {
+    if (!caller->MayUse(model->name)) continue;
     v1::ModelInfo* info = response->add_models();
     info->set_name(model->name);
     info->set_state(ToApiState(model->state));
@@ -224,7 +258,6 @@ grpc::ServerUnaryReactor* MuxserveService::ListModels(grpc::CallbackServerContex
       if (model->chat_template) info->set_chat_template(std::string(model->chat_template->name()));
     }
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -232,6 +265,12 @@ grpc::ServerUnaryReactor* MuxserveService::ListModels(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* MuxserveService::GetStats(grpc::CallbackServerContext* context,
                                                     const v1::GetStatsRequest* /*request*/,
                                                     v1::GetStatsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Caller> caller = Authenticate(context);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
   // Each unit reports all of its models at once.
   std::vector<const engine::UnitEngine*> units;
   for (const std::shared_ptr<const ModelEntry>& model : router_->List()) {
@@ -242,6 +281,7 @@ grpc::ServerUnaryReactor* MuxserveService::GetStats(grpc::CallbackServerContext*
   }
   for (const engine::UnitEngine* unit : units) {
     for (const engine::LlmStats& llm : unit->Stats()) {
+      if (!caller->MayUse(llm.name)) continue;
       v1::ModelStats* stats = response->add_models();
       stats->set_name(llm.name);
       stats->set_unit(unit->name());
@@ -256,7 +296,6 @@ grpc::ServerUnaryReactor* MuxserveService::GetStats(grpc::CallbackServerContext*
       stats->set_preemptions(llm.preemptions);
     }
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
+#include "muxserve/common/status.h"
 #include "gtest/gtest.h"
 
 namespace muxserve::config {
@@ -270,6 +271,170 @@ TEST_F(ConfigTest, EmptyFileNeedsModels) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("required"));
 }
 
+// A model for the auth and limits tests: synthetic, so no directory is needed.
+constexpr std::string_view kTinyModel[] = {
+    "models:",          "  - name: m",    "    synthetic:",         "      layers: 1",
+    "      hidden: 64", "      heads: 2", "      intermediate: 128"};
+
+std::string WithTinyModel(std::initializer_list<std::string_view> lines) {
+  std::vector<std::string_view> all(std::begin(kTinyModel), std::end(kTinyModel));
+  all.insert(all.end(), lines.begin(), lines.end());
+  return absl::StrJoin(all, "\n",
+                       [](std::string* out, std::string_view line) {
+                         absl::StrAppend(out, absl::string_view(line.data(), line.size()));
+                       }) +
+         "\n";
+}
+
+TEST_F(ConfigTest, AuthAndLimits) {
+  Write("secrets/ci.token", "  file-secret-123\n");
+  Write("tls/server.crt", "cert");
+  Write("tls/server.key", "key");
+  Write("tls/ca.crt", "ca");
+  const fs::path path = Write("auth.yaml", WithTinyModel({
+                                               "auth:",
+                                               "  tokens:",
+                                               "    - name: alice",
+                                               "      token: alice-secret",
+                                               "    - token_file: secrets/ci.token",
+                                               "      models: [m]",
+                                               "  tls:",
+                                               "    cert: tls/server.crt",
+                                               "    key: tls/server.key",
+                                               "    client_ca: tls/ca.crt",
+                                               "limits:",
+                                               "  max_message_bytes: 64KiB",
+                                               "  max_prompt_tokens: 100",
+                                               "  max_stop_strings: 2",
+                                               "  max_streams_per_client: 3",
+                                           }));
+  absl::StatusOr<Config> config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->auth.tokens.size(), 2u);
+  EXPECT_EQ(config->auth.tokens[0].name, "alice");
+  EXPECT_EQ(config->auth.tokens[0].secret, "alice-secret");
+  EXPECT_TRUE(config->auth.tokens[0].models.empty());
+  EXPECT_EQ(config->auth.tokens[1].name, "tokens[1]");
+  EXPECT_EQ(config->auth.tokens[1].secret, "file-secret-123");
+  EXPECT_EQ(config->auth.tokens[1].models, std::vector<std::string>{"m"});
+  ASSERT_TRUE(config->auth.tls.has_value());
+  EXPECT_EQ(config->auth.tls->cert, dir_ / "tls" / "server.crt");
+  EXPECT_EQ(config->auth.tls->key, dir_ / "tls" / "server.key");
+  EXPECT_EQ(config->auth.tls->client_ca, dir_ / "tls" / "ca.crt");
+  EXPECT_EQ(config->limits.max_message_bytes, 64 * 1024);
+  EXPECT_EQ(config->limits.max_prompt_tokens, 100);
+  EXPECT_EQ(config->limits.max_stop_strings, 2);
+  EXPECT_EQ(config->limits.max_streams_per_client, 3);
+}
+
+TEST_F(ConfigTest, AuthAndLimitsDefaults) {
+  absl::StatusOr<Config> config = ParseConfig(WithTinyModel({}), dir_ / "a.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->auth.tokens.empty());
+  EXPECT_FALSE(config->auth.tls.has_value());
+  EXPECT_EQ(config->limits.max_message_bytes, int64_t{4} << 20);
+  EXPECT_EQ(config->limits.max_prompt_tokens, 0);
+  EXPECT_EQ(config->limits.max_stop_strings, 16);
+  EXPECT_EQ(config->limits.max_streams_per_client, 0);
+}
+
+struct AuthErrorCase {
+  std::string test_name;
+  std::vector<std::string_view> lines;  // after the tiny model's 7 lines
+  int line;
+  std::string key;
+  std::string reason;
+};
+
+class AuthErrorTest : public ConfigTest, public ::testing::WithParamInterface<AuthErrorCase> {};
+
+TEST_P(AuthErrorTest, NamesLineAndKeyButNeverTheSecret) {
+  Write("tls/server.crt", "cert");
+  std::string text(WithTinyModel({}));
+  for (std::string_view line : GetParam().lines) absl::StrAppend(&text, AsAbsl(line), "\n");
+  const fs::path origin = dir_ / "auth.yaml";
+  absl::Status status = ParseConfig(text, origin).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(status.message());
+  EXPECT_THAT(message, HasSubstr(absl::StrCat(origin.string(), ":", GetParam().line, ": key '",
+                                              GetParam().key, "'")));
+  EXPECT_THAT(message, HasSubstr(GetParam().reason));
+  EXPECT_THAT(message, ::testing::Not(HasSubstr("s3cret")));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Errors, AuthErrorTest,
+    ::testing::Values(
+        AuthErrorCase{"TokenAndFile",
+                      {"auth:", "  tokens:", "    - token: s3cret-1", "      token_file: x"},
+                      10,
+                      "auth.tokens[0]",
+                      "exactly one of 'token' and 'token_file'"},
+        AuthErrorCase{"NoSecret",
+                      {"auth:", "  tokens:", "    - name: a"},
+                      10,
+                      "auth.tokens[0]",
+                      "one of 'token'"},
+        AuthErrorCase{"MissingTokenFile",
+                      {"auth:", "  tokens:", "    - token_file: absent.token"},
+                      10,
+                      "auth.tokens[0].token_file",
+                      "does not exist"},
+        AuthErrorCase{"SpaceInToken",
+                      {"auth:", "  tokens:", "    - token: \"s3cret x\""},
+                      10,
+                      "auth.tokens[0].token",
+                      "visible ASCII"},
+        AuthErrorCase{"SameSecretTwice",
+                      {"auth:", "  tokens:", "    - token: s3cret", "    - token: s3cret"},
+                      11,
+                      "auth.tokens[1]",
+                      "the same secret as token 'tokens[0]'"},
+        AuthErrorCase{"DuplicateName",
+                      {"auth:", "  tokens:", "    - {name: a, token: s3cret-1}",
+                       "    - {name: a, token: s3cret-2}"},
+                      11,
+                      "auth.tokens[1].name",
+                      "duplicate token name 'a'"},
+        AuthErrorCase{"UnknownModel",
+                      {"auth:", "  tokens:", "    - token: s3cret", "      models: [m, other]"},
+                      11,
+                      "auth.tokens[0].models",
+                      "'other' is not a model"},
+        AuthErrorCase{"TokensNotAList",
+                      {"auth:", "  tokens: s3cret"},
+                      9,
+                      "auth.tokens",
+                      "expected a non-empty list of tokens, got a scalar"},
+        AuthErrorCase{"UnknownTokenKey",
+                      {"auth:", "  tokens:", "    - token: s3cret", "      scope: all"},
+                      11,
+                      "auth.tokens[0].scope",
+                      "unknown key"},
+        AuthErrorCase{"TlsWithoutKey",
+                      {"auth:", "  tls:", "    cert: tls/server.crt"},
+                      10,
+                      "auth.tls.key",
+                      "required"},
+        AuthErrorCase{"TlsMissingCert",
+                      {"auth:", "  tls:", "    cert: nope.crt", "    key: k"},
+                      10,
+                      "auth.tls.cert",
+                      "does not exist"},
+        AuthErrorCase{"MessageTooSmall",
+                      {"limits:", "  max_message_bytes: 10"},
+                      9,
+                      "limits.max_message_bytes",
+                      "between 1KiB and 2GiB"},
+        AuthErrorCase{"NegativeStreams",
+                      {"limits:", "  max_streams_per_client: -1"},
+                      9,
+                      "limits.max_streams_per_client",
+                      "must be >= 0"},
+        AuthErrorCase{
+            "UnknownLimit", {"limits:", "  max_tokens: 5"}, 9, "limits.max_tokens", "unknown key"}),
+    [](const ::testing::TestParamInfo<AuthErrorCase>& info) { return info.param.test_name; });
+
 TEST_F(ConfigTest, Names) {
   EXPECT_EQ(BackendName(Backend::kAuto), "auto");
   EXPECT_EQ(BackendName(Backend::kCpu), "cpu");
@@ -338,7 +503,8 @@ INSTANTIATE_TEST_SUITE_P(
     Errors, ConfigErrorTest,
     ::testing::Values(
         ErrorCase{"UnknownTopLevelKey", Lines({"models:", kModel, kShape, "modles: []"}), 4,
-                  "modles", "unknown key (allowed: server, runtime, kv_cache, scheduler, models)"},
+                  "modles",
+                  "unknown key (allowed: server, auth, limits, runtime, kv_cache, scheduler, models"},
         ErrorCase{"UnknownServerKey",
                   Lines({"server:", "  grpc_adress: 1.2.3.4:5", "models:", kModel, kShape}), 2,
                   "server.grpc_adress", "allowed: grpc_address, metrics_address"},

@@ -92,6 +92,32 @@ TEST_F(CliLocalTest, MakeModelWritesALoadableDirectory) {
   EXPECT_TRUE(model::Tokenizer::Load(out).ok());
 }
 
+TEST_F(CliLocalTest, TokenizeAndDetokenizeRoundTrip) {
+  const std::filesystem::path out = serving().dir() / "tokenizer-model";
+  absl::StatusOr<ProcessResult> made =
+      RunCli(serving(), {"make-model", "--out", out.string(), "--layers", "1", "--hidden", "32",
+                         "--heads", "2", "--kv-heads", "2", "--intermediate", "64"});
+  ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->err : "");
+  const std::string text = "caf\u00e9 \xe4\xb8\xad<|im_end|>";
+  absl::StatusOr<ProcessResult> ids =
+      RunCli(serving(), {"tokenize", "--model-dir", out.string(), "--text", text});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_EQ(ids->exit_code, 0) << ids->err;
+  const std::string first_line = ids->out.substr(0, ids->out.find('\n'));
+  // The special token is one id (258), never split into bytes.
+  EXPECT_THAT(first_line, HasSubstr(",258"));
+  absl::StatusOr<ProcessResult> back =
+      RunCli(serving(), {"detokenize", "--model-dir", out.string(), "--ids", first_line});
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->exit_code, 0) << back->err;
+  EXPECT_EQ(back->out, text + "\n");
+  absl::StatusOr<ProcessResult> bad =
+      RunCli(serving(), {"detokenize", "--model-dir", out.string(), "--ids", "1,99999"});
+  ASSERT_TRUE(bad.ok());
+  EXPECT_NE(bad->exit_code, 0);
+  EXPECT_THAT(bad->err, HasSubstr("99999"));
+}
+
 TEST_F(CliLocalTest, BadFlagsFailWithCli11Messages) {
   absl::StatusOr<ProcessResult> zero_layers = RunCli(
       serving(), {"make-model", "--out", (serving().dir() / "never").string(), "--layers", "0"});

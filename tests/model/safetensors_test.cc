@@ -290,5 +290,12 @@ TEST(SafetensorsTest, RandomCorruptionNeverCrashes) {
   EXPECT_GT(errors, 0);
 }
 
+// Found by the safetensors fuzzer: nlohmann throws out_of_range, not parse_error, for 1e999.
+TEST(SafetensorsTest, OutOfRangeNumbersInTheHeaderAreAnError) {
+  const absl::Status status =
+      ParseRaw(RawFile(R"({"w":{"dtype":"F32","shape":[1e999],"data_offsets":[0,4]}})", 4));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+}
+
 }  // namespace
 }  // namespace muxserve::model

@@ -61,7 +61,7 @@ TEST_P(TokenizerGoldenTest, MatchesHuggingFace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerGoldenTest,
-                         ::testing::Values("byte_level", "gpt2", "llama2", "metaspace"));
+                         ::testing::Values("byte_level", "qwen2", "gpt2", "llama2", "metaspace"));
 
 TEST(TokenizerTest, ByteLevelRoundTripsAnyText) {
   std::unique_ptr<Tokenizer> tokenizer = LoadFixture("byte_level");
@@ -127,7 +127,7 @@ TEST(TokenizerTest, RandomBytesNeverBreakByteLevelEncoding) {
 }
 
 TEST(TokenizerTest, SpecialTokensAreNeverSplit) {
-  for (const char* name : {"byte_level", "gpt2", "llama2", "metaspace"}) {
+  for (const char* name : {"byte_level", "qwen2", "gpt2", "llama2", "metaspace"}) {
     std::unique_ptr<Tokenizer> tokenizer = LoadFixture(name);
     ASSERT_NE(tokenizer, nullptr);
     std::optional<int32_t> im_start = tokenizer->TokenId("<|im_start|>");
@@ -178,7 +178,7 @@ void ExpectStreamMatchesDecode(const Tokenizer& tokenizer, const std::vector<int
 }
 
 TEST(TokenizerTest, StreamDecoderMatchesDecodeOnRandomIds) {
-  for (const char* name : {"byte_level", "gpt2", "llama2", "metaspace"}) {
+  for (const char* name : {"byte_level", "qwen2", "gpt2", "llama2", "metaspace"}) {
     std::unique_ptr<Tokenizer> tokenizer = LoadFixture(name);
     ASSERT_NE(tokenizer, nullptr);
     std::mt19937 random(123);

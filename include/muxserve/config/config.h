@@ -59,13 +59,77 @@ struct ModelConfig {
   int line = 0;                            // where the entry starts, for later error messages
 };
 
+// One bearer token a client sends as "authorization: Bearer <secret>".
+struct AuthToken {
+  std::string name;    // what logs and errors call it (never the secret); default "tokens[i]"
+  std::string secret;  // from `token`, or the trimmed contents of `token_file`
+  std::vector<std::string> models;  // the models it may use; empty: every model
+};
+
+struct TlsConfig {
+  std::filesystem::path cert;       // PEM server certificate chain
+  std::filesystem::path key;        // PEM private key
+  std::filesystem::path client_ca;  // empty: no client certificates; set: mutual TLS required
+};
+
+struct AuthConfig {
+  std::vector<AuthToken> tokens;  // empty: the API needs no token
+  std::optional<TlsConfig> tls;   // unset: plaintext
+};
+
+// What one client may ask for; each refusal is a status naming the limit. 0 turns a limit off.
+struct LimitsConfig {
+  int64_t max_message_bytes = int64_t{4} << 20;  // one request message (gRPC RESOURCE_EXHAUSTED)
+  int64_t max_prompt_tokens = 0;                 // after tokenization; 0: the model's context
+  int64_t max_stop_strings = 16;                 // sampling.stop entries
+  int64_t max_streams_per_client = 0;            // open Generate/Chat streams of one client
+};
+
+// One GPU's capacity as the planner sees it. Defaults: an H100 80GB as measured
+// (device/README.md): copy bandwidth 2.98e12 B/s (read + write), bf16 GEMM 790e12 FLOP/s.
+struct GpuConfig {
+  std::string name = "H100-80GB";
+  int64_t memory_bytes = 80'000'000'000;
+  int64_t sm_count = 132;
+  double bandwidth = 2.98e12;  // bytes per second
+  double flops = 790e12;       // dense bf16 FLOP/s
+};
+
+// The GPUs the planner places models on: `nodes` machines of `gpus_per_node` identical GPUs.
+struct ClusterConfig {
+  int64_t nodes = 1;
+  int64_t gpus_per_node = 1;
+  GpuConfig gpu;
+};
+
+// A unit the YAML pins: these GPUs (cluster-wide ids, node * gpus_per_node + local id) serve
+// these models.
+struct PinnedUnit {
+  std::vector<int64_t> gpus;
+  std::vector<std::string> models;
+  int line = 0;
+};
+
+// Inputs of the placement planner. With `units` set the planner keeps that placement and only
+// sizes SM shares and KV quotas.
+struct PlacementConfig {
+  std::filesystem::path cost_table;  // a `muxserve profile` table; empty: roofline estimate
+  int64_t prompt_tokens = 161;       // mean prompt and output lengths (ShareGPT, as MuxServe)
+  int64_t output_tokens = 337;
+  std::vector<PinnedUnit> units;
+};
+
 struct Config {
   std::filesystem::path source;  // the YAML file it came from
   ServerConfig server;
+  AuthConfig auth;
+  LimitsConfig limits;
   RuntimeConfig runtime;
   KvCacheConfig kv_cache;
   SchedulerConfig scheduler;
   std::vector<ModelConfig> models;
+  ClusterConfig cluster;
+  PlacementConfig placement;
 };
 
 // Parses and validates. Unknown keys, wrong types, out-of-range values, duplicate model names,

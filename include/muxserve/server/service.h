@@ -14,6 +14,7 @@
 #include "grpcpp/grpcpp.h"
 #include "muxserve/common/clock.h"
 #include "muxserve/engine/request.h"
+#include "muxserve/server/access_control.h"
 #include "muxserve/server/response_stream.h"
 #include "muxserve/server/router.h"
 #include "muxserve/v1/muxserve.grpc.pb.h"
@@ -39,8 +40,10 @@ class ActiveRequests {
 
 class MuxserveService final : public v1::Muxserve::CallbackService {
  public:
-  // `clock` must be the engines' clock: client deadlines are converted to it.
-  explicit MuxserveService(const Router* router, Clock* clock = Clock::Real());
+  // `clock` must be the engines' clock: client deadlines are converted to it. Without `access`,
+  // no token is needed and the default limits apply.
+  explicit MuxserveService(const Router* router, Clock* clock = Clock::Real(),
+                           std::shared_ptr<AccessControl> access = nullptr);
 
   // From now on Generate and Chat fail with UNAVAILABLE (the daemon is draining).
   void StopAccepting() { accepting_.store(false); }
@@ -60,21 +63,24 @@ class MuxserveService final : public v1::Muxserve::CallbackService {
                                      v1::GetStatsResponse* response) override;
 
  private:
+  // The call's caller: UNAUTHENTICATED without a valid token when tokens are configured.
+  absl::StatusOr<Caller> Authenticate(grpc::CallbackServerContext* context) const;
   absl::Status StartGenerate(grpc::CallbackServerContext* context,
                              const v1::GenerateRequest& request,
                              const std::shared_ptr<ResponseStream>& stream);
   absl::Status StartChat(grpc::CallbackServerContext* context, const v1::ChatRequest& request,
                          const std::shared_ptr<ResponseStream>& stream);
   // The checks and submission shared by Generate and Chat, once the prompt is tokenized.
-  absl::Status Submit(grpc::CallbackServerContext* context, const ModelEntry& model,
-                      const std::string& request_id, std::vector<int32_t> prompt_tokens,
-                      const v1::SamplingParams& sampling,
+  absl::Status Submit(grpc::CallbackServerContext* context, const Caller& caller,
+                      const ModelEntry& model, const std::string& request_id,
+                      std::vector<int32_t> prompt_tokens, const v1::SamplingParams& sampling,
                       const std::shared_ptr<ResponseStream>& stream);
   absl::Status CheckAccepting() const;
   std::string NewRequestId();
 
   const Router* router_;
   Clock* clock_;
+  std::shared_ptr<AccessControl> access_;
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> next_request_number_{1};
   // Shared with each request's finish callback, which may run after the service is gone.

@@ -1,8 +1,9 @@
 """Builds the tokenizer fixtures of tokenizer_test.cc with HF `tokenizers` (pip install tokenizers).
 
-Writes <name>/tokenizer.json for three small trained vocabularies and golden.json with the ids
+Writes <name>/tokenizer.json for small trained vocabularies and golden.json with the ids
 HF gives for each test string, so the C++ tokenizer is checked against HF itself:
   byte_level: Llama 3 style (Split regex + ByteLevel without regex, ignore_merges)
+  qwen2:      Qwen2 style (NFC normalizer, Split with single-digit numbers + ByteLevel)
   gpt2:       GPT-2 style (ByteLevel with its own regex)
   llama2:     Llama 2 style (Prepend/Replace normalizer, byte fallback, Strip decoder)
   metaspace:  Mistral v0.3 style (Metaspace pre-tokenizer, prepend_scheme "first")
@@ -63,12 +64,17 @@ TESTS = [
     "1234567 digits 3.5e10",
 ]
 
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 BYTES = ["<0x%02X>" % b for b in range(256)]
 
 
-def train_byte_level(pre_tokenizer, ignore_merges):
+def train_byte_level(pre_tokenizer, ignore_merges, normalizer=None):
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS,
@@ -101,6 +107,11 @@ def main():
             pre_tokenizers.Split(pattern=__import__("tokenizers").Regex(LLAMA3_PATTERN),
                                  behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), True),
+        "qwen2": train_byte_level(pre_tokenizers.Sequence([
+            pre_tokenizers.Split(pattern=__import__("tokenizers").Regex(QWEN2_PATTERN),
+                                 behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), False,
+            normalizers.NFC()),
         "gpt2": train_byte_level(pre_tokenizers.ByteLevel(add_prefix_space=False), False),
         "llama2": train_sentencepiece_like(
             normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")]), None,

@@ -1,0 +1,56 @@
+// The experiment runner: the same config served in each scheduling mode (muxserve, temporal,
+// spatial), the same request stream replayed against each, one comparison at the end.
+//
+// DIR/workload.jsonl and DIR/slo_base.json: the stream and the base latencies every mode shares
+// (the base is measured once, on the first mode's daemon, unless a file is given);
+// DIR/<mode>/: daemon.yaml, muxserved.log and the run's files (summary.json, requests.jsonl);
+// DIR/comparison.json: every mode's summary side by side.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "muxserve/loadgen/bench.h"
+#include "nlohmann/json.hpp"
+
+namespace muxserve::loadgen {
+
+// Writes a copy of the YAML config `source` to `destination` with scheduler.mode set to `mode`,
+// and its relative paths (server.synthetic_dir, models[].path) made absolute against `source`'s
+// folder, so the copy finds the same models wherever it lies. The copy is validated by the
+// config loader before it is used.
+[[nodiscard]] absl::Status WriteConfigWithMode(const std::filesystem::path& source,
+                                               std::string_view mode,
+                                               const std::filesystem::path& destination);
+
+// "muxserve,temporal,spatial": known modes, none twice.
+absl::StatusOr<std::vector<std::string>> ParseModes(std::string_view text);
+
+struct ExperimentOptions {
+  std::filesystem::path config;
+  std::vector<std::string> modes = {"muxserve", "temporal", "spatial"};
+  std::filesystem::path daemon_binary;  // empty: the muxserved beside this executable
+  double startup_timeout_s = 300;
+  double stop_timeout_s = 60;
+  BenchOptions bench;  // its address and out_dir are ignored
+  std::filesystem::path out_dir;
+  std::function<void(const std::string& message)> on_status;  // what the runner is doing
+};
+
+struct ModeResult {
+  std::string mode;
+  std::filesystem::path dir;
+  RunSummary summary;
+};
+
+absl::StatusOr<std::vector<ModeResult>> RunExperiment(const ExperimentOptions& options);
+
+// {"modes": [{"mode": m, "summary": {...}}, ...]}, written as DIR/comparison.json.
+nlohmann::json ComparisonJson(const std::vector<ModeResult>& results);
+
+}  // namespace muxserve::loadgen

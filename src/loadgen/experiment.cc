@@ -1,0 +1,189 @@
+#include "muxserve/loadgen/experiment.h"
+
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "muxserve/common/status.h"
+#include "muxserve/config/config.h"
+#include "muxserve/loadgen/daemon_process.h"
+#include "muxserve/loadgen/report.h"
+#include "muxserve/loadgen/trace.h"
+#include "yaml-cpp/yaml.h"
+
+namespace muxserve::loadgen {
+namespace {
+
+namespace pb = ::muxserve::v1;
+
+constexpr const char* kModes[] = {"muxserve", "temporal", "spatial"};
+
+// `path` made absolute against `base` when it is relative.
+std::string Absolute(const std::filesystem::path& base, const std::string& path) {
+  const std::filesystem::path p(path);
+  return (p.is_absolute() ? p : base / p).lexically_normal().string();
+}
+
+absl::Status WriteText(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write '", path.string(), "'"));
+  out << text;
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat("writing '", path.string(), "' failed"));
+  return absl::OkStatus();
+}
+
+void Tell(const ExperimentOptions& options, const std::string& message) {
+  if (options.on_status) options.on_status(message);
+}
+
+absl::StatusOr<ModeResult> RunMode(const ExperimentOptions& options, const std::string& mode,
+                                   bool first, PreparedWorkload* workload, BaseLatencies* base) {
+  ModeResult result;
+  result.mode = mode;
+  result.dir = options.out_dir / mode;
+  std::error_code error;
+  std::filesystem::create_directories(result.dir, error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create '", result.dir.string(), "': ", error.message()));
+  }
+  const std::filesystem::path config = result.dir / "daemon.yaml";
+  RETURN_IF_ERROR(WriteConfigWithMode(options.config, mode, config));
+
+  Tell(options, absl::StrCat(mode, ": starting muxserved (log: ",
+                             (result.dir / "muxserved.log").string(), ")"));
+  DaemonLaunch launch{
+      .binary = options.daemon_binary.empty() ? DaemonBesideSelf() : options.daemon_binary,
+      .config = config,
+      .log = result.dir / "muxserved.log",
+      .ready_file = result.dir / "ready.json",
+      .startup_timeout_s = options.startup_timeout_s};
+  ASSIGN_OR_RETURN(std::unique_ptr<DaemonProcess> daemon, DaemonProcess::Start(launch));
+  auto stub = pb::Muxserve::NewStub(Connect(daemon->address()));
+  ASSIGN_OR_RETURN(const std::vector<ServedModel> served, ListServingModels(*stub));
+
+  if (first) {
+    ASSIGN_OR_RETURN(*workload, PrepareWorkload(options.bench.workload, served));
+    RETURN_IF_ERROR(WriteTrace(options.out_dir / "workload.jsonl", workload->requests));
+    Tell(options, absl::StrCat(mode, ": ", workload->requests.size(), " requests over ",
+                               workload->rates.size(), " models written to ",
+                               (options.out_dir / "workload.jsonl").string()));
+    ASSIGN_OR_RETURN(
+        *base, ObtainBaseLatencies(*stub, options.bench.slo_base, workload->rates, served,
+                                   options.bench.probe, [&](const std::string& model) {
+                                     Tell(options, absl::StrCat(mode,
+                                                                ": measuring the base latency "
+                                                                "of ",
+                                                                model));
+                                   }));
+    RETURN_IF_ERROR(WriteJsonFile(options.out_dir / "slo_base.json", ToJson(*base)));
+  } else {
+    std::set<std::string> names;
+    for (const ServedModel& model : served) names.insert(model.name);
+    for (const auto& [model, rate] : workload->rates) {
+      if (!names.contains(model)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(mode, ": model '", model, "' is not served in this mode"));
+      }
+    }
+  }
+
+  Tell(options, absl::StrCat(mode, ": replaying ", workload->requests.size(), " requests"));
+  BenchOptions bench = options.bench;
+  bench.address = daemon->address();
+  ASSIGN_OR_RETURN(BenchResult run, RunPrepared(*stub, *workload, *base, bench));
+  RETURN_IF_ERROR(WriteBenchOutputs(result.dir, run, bench));
+  RETURN_IF_ERROR(Annotate(daemon->Stop(options.stop_timeout_s), mode));
+  result.summary = std::move(run.summary);
+  return result;
+}
+
+}  // namespace
+
+absl::Status WriteConfigWithMode(const std::filesystem::path& source, std::string_view mode,
+                                 const std::filesystem::path& destination) {
+  std::error_code error;
+  const std::filesystem::path folder = std::filesystem::absolute(source, error).parent_path();
+  if (error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source.string(), ": cannot resolve its folder: ", error.message()));
+  }
+  std::string text;
+  try {
+    YAML::Node root = YAML::LoadFile(source.string());
+    if (!root.IsMap()) {
+      return absl::InvalidArgumentError(absl::StrCat(source.string(), ": not a YAML map"));
+    }
+    root["scheduler"]["mode"] = std::string(mode);
+    YAML::Node server = root["server"];
+    server["synthetic_dir"] = server["synthetic_dir"]
+                                  ? Absolute(folder, server["synthetic_dir"].as<std::string>())
+                                  : (folder / ".cache" / "synthetic").string();
+    if (root["models"] && root["models"].IsSequence()) {
+      for (YAML::Node model : root["models"]) {
+        if (model.IsMap() && model["path"]) {
+          model["path"] = Absolute(folder, model["path"].as<std::string>());
+        }
+      }
+    }
+    YAML::Emitter out;
+    out << root;
+    text = std::string(out.c_str()) + "\n";
+  } catch (const YAML::Exception& error) {
+    return absl::InvalidArgumentError(absl::StrCat(source.string(), ": ", error.what()));
+  }
+  RETURN_IF_ERROR(WriteText(destination, text));
+  return config::LoadConfig(destination).status();
+}
+
+absl::StatusOr<std::vector<std::string>> ParseModes(std::string_view text) {
+  std::vector<std::string> modes;
+  for (absl::string_view item : absl::StrSplit(AsAbsl(text), ',', absl::SkipWhitespace())) {
+    const std::string mode(absl::StripAsciiWhitespace(item));
+    if (std::find(std::begin(kModes), std::end(kModes), mode) == std::end(kModes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mode '", mode, "': expected muxserve, temporal or spatial"));
+    }
+    if (std::find(modes.begin(), modes.end(), mode) != modes.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("mode '", mode, "' is given twice"));
+    }
+    modes.push_back(mode);
+  }
+  if (modes.empty()) return absl::InvalidArgumentError("modes: none given");
+  return modes;
+}
+
+absl::StatusOr<std::vector<ModeResult>> RunExperiment(const ExperimentOptions& options) {
+  if (options.modes.empty()) return absl::InvalidArgumentError("experiment: no modes");
+  if (options.out_dir.empty()) return absl::InvalidArgumentError("experiment: no output folder");
+  std::error_code error;
+  std::filesystem::create_directories(options.out_dir, error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create '", options.out_dir.string(), "': ", error.message()));
+  }
+  PreparedWorkload workload;
+  BaseLatencies base;
+  std::vector<ModeResult> results;
+  for (size_t i = 0; i < options.modes.size(); ++i) {
+    ASSIGN_OR_RETURN(ModeResult result,
+                     RunMode(options, options.modes[i], i == 0, &workload, &base));
+    results.push_back(std::move(result));
+  }
+  RETURN_IF_ERROR(WriteJsonFile(options.out_dir / "comparison.json", ComparisonJson(results)));
+  return results;
+}
+
+nlohmann::json ComparisonJson(const std::vector<ModeResult>& results) {
+  nlohmann::json modes = nlohmann::json::array();
+  for (const ModeResult& result : results) {
+    modes.push_back(
+        {{"mode", result.mode}, {"dir", result.dir.string()}, {"summary", ToJson(result.summary)}});
+  }
+  return {{"modes", modes}};
+}
+
+}  // namespace muxserve::loadgen
