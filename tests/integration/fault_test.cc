@@ -179,8 +179,9 @@ TEST_F(FaultTest, DeadlinePassingWhileDecodingEndsTheStream) {
   std::vector<std::thread> threads;
   for (int i = 0; i < kCalls; ++i) {
     threads.emplace_back([&, i] {
-      // Long enough for the first tokens even on a loaded machine, far too short for 2000.
-      results[i] = Generate(api(), Endless(kModelA), std::chrono::milliseconds(1500 + 200 * i));
+      // Long enough for the first tokens, too short for 2000: an idle 2-core machine decodes
+      // tiny-a's 2000 tokens in well under a second, so the deadlines must be shorter than that.
+      results[i] = Generate(api(), Endless(kModelA), std::chrono::milliseconds(120 + 20 * i));
     });
   }
   for (std::thread& thread : threads) thread.join();
@@ -253,11 +254,11 @@ TEST_F(FaultTest, AbortStormEndsEveryStream) {
 }
 
 TEST_F(FaultTest, TinyKvPoolPreemptsAndFinishesEveryRequest) {
-  // 64 head blocks of 8 tokens: tiny-a (2 layers x 2 KV heads) holds 128 tokens in all, and six
-  // requests of 40 tokens want 240.
+  // 64 head blocks of 8 tokens: tiny-a (2 layers x 2 KV heads) holds 128 tokens in all; each
+  // request grows to 100 tokens, so any two that overlap must preempt.
   ASSERT_NO_FATAL_FAILURE(Start("tiny-pool", TinyA(), "  memory: 64KiB\n  block_bytes: 1024\n"));
   constexpr int kCalls = 6;
-  constexpr int32_t kMaxTokens = 36;
+  constexpr int32_t kMaxTokens = 96;
   std::vector<StreamResult> results(kCalls);
   std::vector<std::thread> threads;
   for (int i = 0; i < kCalls; ++i) {
