@@ -226,78 +226,75 @@ absl::Status MuxserveService::Submit(grpc::CallbackServerContext* context, const
   return submitted;
 }
 
+grpc::ServerUnaryReactor* MuxserveService::AnswerUnary(
+    grpc::CallbackServerContext* context,
+    const std::function<absl::Status(const Caller&)>& answer) const {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Caller> caller = Authenticate(context);
+  reactor->Finish(ToGrpcStatus(caller.ok() ? answer(*caller) : caller.status()));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* MuxserveService::Abort(grpc::CallbackServerContext* context,
                                                  const v1::AbortRequest* request,
                                                  v1::AbortResponse* /*response*/) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<Caller> caller = Authenticate(context);
-  reactor->Finish(
-      ToGrpcStatus(caller.ok() ? active_->Cancel(request->request_id()) : caller.status()));
-  return reactor;
+  return AnswerUnary(context,
+                     [&](const Caller&) { return active_->Cancel(request->request_id()); });
 }
 
 grpc::ServerUnaryReactor* MuxserveService::ListModels(grpc::CallbackServerContext* context,
                                                       const v1::ListModelsRequest* /*request*/,
                                                       v1::ListModelsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<Caller> caller = Authenticate(context);
-  if (!caller.ok()) {
-    reactor->Finish(ToGrpcStatus(caller.status()));
-    return reactor;
-  }
-  for (const std::shared_ptr<const ModelEntry>& model : router_->List()) {
-    if (!caller->MayUse(model->name)) continue;
-    v1::ModelInfo* info = response->add_models();
-    info->set_name(model->name);
-    info->set_state(ToApiState(model->state));
-    info->set_unit(model->unit);
-    info->set_error_message(model->error);
-    if (model->state == ModelState::kServing) {
-      info->set_dtype(std::string(DTypeName(model->dtype)));
-      info->set_max_context(model->max_context);
-      if (model->chat_template) info->set_chat_template(std::string(model->chat_template->name()));
+  return AnswerUnary(context, [&](const Caller& caller) {
+    for (const std::shared_ptr<const ModelEntry>& model : router_->List()) {
+      if (!caller.MayUse(model->name)) continue;
+      v1::ModelInfo* info = response->add_models();
+      info->set_name(model->name);
+      info->set_state(ToApiState(model->state));
+      info->set_unit(model->unit);
+      info->set_error_message(model->error);
+      if (model->state == ModelState::kServing) {
+        info->set_dtype(std::string(DTypeName(model->dtype)));
+        info->set_max_context(model->max_context);
+        if (model->chat_template)
+          info->set_chat_template(std::string(model->chat_template->name()));
+      }
     }
-  }
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* MuxserveService::GetStats(grpc::CallbackServerContext* context,
                                                     const v1::GetStatsRequest* /*request*/,
                                                     v1::GetStatsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<Caller> caller = Authenticate(context);
-  if (!caller.ok()) {
-    reactor->Finish(ToGrpcStatus(caller.status()));
-    return reactor;
-  }
-  // Each unit reports all of its models at once.
-  std::vector<const engine::UnitEngine*> units;
-  for (const std::shared_ptr<const ModelEntry>& model : router_->List()) {
-    if (model->engine == nullptr) continue;
-    if (std::find(units.begin(), units.end(), model->engine) == units.end()) {
-      units.push_back(model->engine);
+  return AnswerUnary(context, [&](const Caller& caller) {
+    // Each unit reports all of its models at once.
+    std::vector<const engine::UnitEngine*> units;
+    for (const std::shared_ptr<const ModelEntry>& model : router_->List()) {
+      if (model->engine == nullptr) continue;
+      if (std::find(units.begin(), units.end(), model->engine) == units.end()) {
+        units.push_back(model->engine);
+      }
     }
-  }
-  for (const engine::UnitEngine* unit : units) {
-    for (const engine::LlmStats& llm : unit->Stats()) {
-      if (!caller->MayUse(llm.name)) continue;
-      v1::ModelStats* stats = response->add_models();
-      stats->set_name(llm.name);
-      stats->set_unit(unit->name());
-      stats->set_running(llm.running);
-      stats->set_waiting(llm.waiting);
-      stats->set_kv_blocks_used(llm.kv_blocks_used);
-      stats->set_kv_blocks_quota(llm.kv_blocks_quota);
-      stats->set_kv_blocks_total(llm.kv_blocks_total);
-      stats->set_requests_finished(llm.requests_finished);
-      stats->set_prompt_tokens(llm.prompt_tokens);
-      stats->set_generated_tokens(llm.generated_tokens);
-      stats->set_preemptions(llm.preemptions);
+    for (const engine::UnitEngine* unit : units) {
+      for (const engine::LlmStats& llm : unit->Stats()) {
+        if (!caller.MayUse(llm.name)) continue;
+        v1::ModelStats* stats = response->add_models();
+        stats->set_name(llm.name);
+        stats->set_unit(unit->name());
+        stats->set_running(llm.running);
+        stats->set_waiting(llm.waiting);
+        stats->set_kv_blocks_used(llm.kv_blocks_used);
+        stats->set_kv_blocks_quota(llm.kv_blocks_quota);
+        stats->set_kv_blocks_total(llm.kv_blocks_total);
+        stats->set_requests_finished(llm.requests_finished);
+        stats->set_prompt_tokens(llm.prompt_tokens);
+        stats->set_generated_tokens(llm.generated_tokens);
+        stats->set_preemptions(llm.preemptions);
+      }
     }
-  }
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace muxserve::server

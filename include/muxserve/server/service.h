@@ -3,6 +3,8 @@
 // rendered with the model's chat template first) and submitted to the model's unit engine.
 #pragma once
 
+#include <functional>
+
 #include <atomic>
 #include <memory>
 #include <string>
@@ -65,6 +67,11 @@ class MuxserveService final : public v1::Muxserve::CallbackService {
  private:
   // The call's caller: UNAUTHENTICATED without a valid token when tokens are configured.
   absl::StatusOr<Caller> Authenticate(grpc::CallbackServerContext* context) const;
+  // Authenticates a unary call, runs `answer` for the caller and finishes the call with its
+  // status (or the authentication error).
+  grpc::ServerUnaryReactor* AnswerUnary(
+      grpc::CallbackServerContext* context,
+      const std::function<absl::Status(const Caller&)>& answer) const;
   absl::Status StartGenerate(grpc::CallbackServerContext* context,
                              const v1::GenerateRequest& request,
                              const std::shared_ptr<ResponseStream>& stream);
