@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "benchmarks/bench_util.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/fill_random.cuh"
 #include "kernels/sampling.cuh"
@@ -39,201 +40,13 @@ using engine::CudaOps;
 using engine::StepPlan;
 
 constexpr int64_t kBlockBytes = 16384;
-constexpr int kWarmup = 3;
 
-model::ModelSpec Llama2_7B() {
-  model::ModelSpec spec;
-  spec.architecture = "LlamaForCausalLM";
-  spec.model_type = "llama";
-  spec.vocab_size = 32000;
-  spec.hidden_size = 4096;
-  spec.intermediate_size = 11008;
-  spec.num_layers = 32;
-  spec.num_heads = 32;
-  spec.num_kv_heads = 32;
-  spec.head_dim = 128;
-  spec.max_position_embeddings = 4096;
-  spec.rms_norm_eps = 1e-5;
-  spec.dtype = DType::kBFloat16;
-  return spec;
-}
-
-// A safetensors file with the spec's tensors whose data is one sparse hole: Weights::Load maps
-// it (shapes, names) without 13 GB on disk; RandomWeightOps never reads the data.
-absl::Status WriteSparseCheckpoint(const std::filesystem::path& dir, const model::ModelSpec& spec) {
-  std::filesystem::create_directories(dir);
-  nlohmann::ordered_json header;
-  int64_t offset = 0;
-  for (const model::ExpectedTensor& tensor : model::ExpectedTensors(spec)) {
-    int64_t bytes = 2;
-    for (int64_t dim : tensor.shape) bytes *= dim;
-    header[tensor.name] = {
-        {"dtype", "BF16"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-  }
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');
-  const std::filesystem::path path = dir / "model.safetensors";
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
-    for (int i = 0; i < 8; ++i) out.put(static_cast<char>((text.size() >> (8 * i)) & 0xff));
-    out << text;
-  }
-  std::error_code error;
-  std::filesystem::resize_file(path, 8 + text.size() + static_cast<size_t>(offset), error);
-  if (error) return absl::InternalError(absl::StrCat(path.string(), ": ", error.message()));
-  return absl::OkStatus();
-}
-
-// The CUDA backend with LoadWeight replaced: random bf16 values made on the device, scaled as
-// a trained model's (norm weights ~1, matrices ~1/sqrt(fan-in)).
-class RandomWeightOps final : public engine::Ops {
- public:
-  explicit RandomWeightOps(CudaOps* inner) : inner_(inner) {}
-
-  DType dtype() const override { return inner_->dtype(); }
-  absl::StatusOr<Buffer> Allocate(int64_t bytes) override { return inner_->Allocate(bytes); }
-  absl::StatusOr<Buffer> LoadWeight(std::span<const model::TensorInfo* const> parts) override {
-    int64_t total = 0;
-    for (const model::TensorInfo* part : parts) total += part->NumElements();
-    ASSIGN_OR_RETURN(Buffer buffer, inner_->Allocate(total * 2));
-    const model::TensorInfo& first = *parts.front();
-    const bool vector = first.shape.size() == 1;
-    const float std = vector ? 0.05f : 1.0f / std::sqrt(static_cast<float>(first.shape.back()));
-    CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(buffer.as<kernels::bf16>(), total, ++seed_,
-                                                 vector ? 1.0f : 0.0f, std, inner_->stream()));
-    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(inner_->stream()));
-    return buffer;
-  }
-  absl::StatusOr<Buffer> UploadFloat32(std::span<const float> values) override {
-    return inner_->UploadFloat32(values);
-  }
-  absl::Status BeginStep(const StepPlan& plan) override { return inner_->BeginStep(plan); }
-  void Embedding(const StepPlan& plan, const void* table, int64_t hidden, void* out) override {
-    inner_->Embedding(plan, table, hidden, out);
-  }
-  void RmsNorm(const void* x, const void* weight, int64_t n, int64_t hidden, float eps,
-               void* out) override {
-    inner_->RmsNorm(x, weight, n, hidden, eps, out);
-  }
-  void AddRmsNorm(void* residual, const void* delta, const void* weight, int64_t n, int64_t hidden,
-                  float eps, void* out) override {
-    inner_->AddRmsNorm(residual, delta, weight, n, hidden, eps, out);
-  }
-  void Gemm(const void* a, const void* w, const void* bias, int64_t m, int64_t n, int64_t k,
-            void* out) override {
-    inner_->Gemm(a, w, bias, m, n, k, out);
-  }
-  void Rope(void* qkv, const StepPlan& plan, const void* inv_freq, int64_t row_stride,
-            int64_t num_q_heads, int64_t num_kv_heads, int64_t k_offset,
-            int64_t head_dim) override {
-    inner_->Rope(qkv, plan, inv_freq, row_stride, num_q_heads, num_kv_heads, k_offset, head_dim);
-  }
-  void SiluMul(const void* gate_up, int64_t n, int64_t inter, void* out) override {
-    inner_->SiluMul(gate_up, n, inter, out);
-  }
-  void KvAppend(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t k_offset,
-                int64_t v_offset, int64_t layer, const kernels::PagedKv& kv) override {
-    inner_->KvAppend(qkv, plan, row_stride, k_offset, v_offset, layer, kv);
-  }
-  void Attention(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t num_q_heads,
-                 int64_t layer, float scale, const kernels::PagedKv& kv, void* out) override {
-    inner_->Attention(qkv, plan, row_stride, num_q_heads, layer, scale, kv, out);
-  }
-  void GatherLogitRows(const void* x, const StepPlan& plan, int64_t width, void* out) override {
-    inner_->GatherLogitRows(x, plan, width, out);
-  }
-  absl::Status CopyToHost(const void* src, int64_t count, float* dst) override {
-    return inner_->CopyToHost(src, count, dst);
-  }
-
- private:
-  CudaOps* inner_;
-  uint64_t seed_ = 1000;
-};
-
-// Median and minimum milliseconds of `reps` runs of `body` between events on `stream`, after
-// warm-up runs.
-struct Timing {
-  double median_ms = 0;
-  double min_ms = 0;
-};
-
-absl::StatusOr<Timing> Time(cudaStream_t stream, int reps,
-                            const std::function<absl::Status()>& body) {
-  cudaEvent_t start, stop;
-  CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  std::vector<double> ms;
-  absl::Status status;
-  for (int i = 0; i < kWarmup + reps && status.ok(); ++i) {
-    status.Update(CUDA_STATUS(cudaEventRecord(start, stream)));
-    status.Update(body());
-    status.Update(CUDA_STATUS(cudaEventRecord(stop, stream)));
-    status.Update(CUDA_STATUS(cudaEventSynchronize(stop)));
-    float elapsed = 0;
-    status.Update(CUDA_STATUS(cudaEventElapsedTime(&elapsed, start, stop)));
-    if (i >= kWarmup) ms.push_back(elapsed);
-  }
-  CUDA_LOG_IF_ERROR(cudaEventDestroy(start));
-  CUDA_LOG_IF_ERROR(cudaEventDestroy(stop));
-  RETURN_IF_ERROR(status);
-  std::sort(ms.begin(), ms.end());
-  return Timing{.median_ms = ms[ms.size() / 2], .min_ms = ms.front()};
-}
-
-// Plans of `num_seqs` sequences, each with `new_tokens` new tokens after `cached` ones, over
-// contiguous head blocks; logits of each sequence's last row.
-StepPlan MakePlan(const model::ModelSpec& spec, int64_t tokens_per_block, int num_seqs,
-                  int new_tokens, int cached, std::mt19937& rng) {
-  StepPlan plan;
-  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(spec.vocab_size) - 1);
-  const int64_t per_token_block = spec.num_layers * spec.num_kv_heads;
-  const int context = cached + new_tokens;
-  const int64_t token_blocks = (context + tokens_per_block - 1) / tokens_per_block;
-  for (int s = 0; s < num_seqs; ++s) {
-    plan.seqs.push_back({.q_start = static_cast<int32_t>(plan.tokens.size()),
-                         .q_len = new_tokens,
-                         .context_len = context,
-                         .table_offset = static_cast<int32_t>(plan.block_tables.size())});
-    for (int i = 0; i < new_tokens; ++i) {
-      plan.tokens.push_back(token(rng));
-      plan.positions.push_back(cached + i);
-    }
-    for (int64_t b = 0; b < token_blocks * per_token_block; ++b) {
-      plan.block_tables.push_back(static_cast<int32_t>(s * token_blocks * per_token_block + b));
-    }
-    plan.logit_rows.push_back(static_cast<int32_t>(plan.tokens.size()) - 1);
-  }
-  return plan;
-}
-
-// Attention FLOPs of a step: QK^T and PV over the keys each new row sees (causal).
-double AttentionFlops(const model::ModelSpec& s, const StepPlan& plan) {
-  double keys = 0;
-  for (const kernels::StepSequence& seq : plan.seqs) {
-    for (int i = 0; i < seq.q_len; ++i) keys += seq.context_len - seq.q_len + i + 1;
-  }
-  return 4.0 * s.num_layers * s.q_size() * keys;
-}
-
-// Linear-layer and attention FLOPs of a step (multiply-adds count 2).
-double StepFlops(const model::ModelSpec& s, const StepPlan& plan) {
-  const double h = static_cast<double>(s.hidden_size);
-  const double per_token_layer = h * (s.q_size() + 2 * s.kv_size()) + s.q_size() * h +
-                                 3 * h * static_cast<double>(s.intermediate_size);
-  return 2 * per_token_layer * s.num_layers * plan.num_tokens() +
-         2 * h * s.vocab_size * static_cast<double>(plan.logit_rows.size()) +
-         AttentionFlops(s, plan);
-}
-
-std::string Today() {
-  const std::time_t now = std::time(nullptr);
-  char text[32];
-  std::strftime(text, sizeof(text), "%Y-%m-%d", std::gmtime(&now));
-  return text;
-}
+using bench::AttentionFlops;
+using bench::MakePlan;
+using bench::StepFlops;
+using bench::Time;
+using bench::Timing;
+using bench::Today;
 
 struct Floors {
   double copy_bytes_per_second = 0;
@@ -294,19 +107,16 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
   std::printf("floors: copy %.3f TB/s (read + written), bf16 GEMM 8192^3 %.1f TFLOP/s\n",
               floors.copy_bytes_per_second * 1e-12, floors.gemm_flops_per_second * 1e-12);
 
-  const model::ModelSpec spec = Llama2_7B();
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / "muxserve_decode_bench_7b";
-  RETURN_IF_ERROR(WriteSparseCheckpoint(dir, spec));
-  ASSIGN_OR_RETURN(std::unique_ptr<model::Weights> weights, model::Weights::Load(dir, spec));
-  RandomWeightOps ops(cuda.get());
+  const model::ModelSpec spec = bench::LlamaShape(32, 4096, 32, 32, 11008, 32000);  // Llama-2-7B
+  // Random weights drawn on the GPU, scaled as a trained model's (norms ~1, matrices
+  // ~1/sqrt(fan-in)).
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Weights> weights, model::Weights::Random(spec, 1));
   constexpr int kMaxSeqs = 128;
   constexpr int kContext = 512;
   constexpr int64_t kMaxStepTokens = 8192;
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Transformer> model,
-                   engine::Transformer::Load(spec, *weights, &ops, kMaxStepTokens, kMaxSeqs));
+                   engine::Transformer::Load(spec, *weights, cuda.get(), kMaxStepTokens, kMaxSeqs));
   weights.reset();
-  std::filesystem::remove_all(dir);
   const double weight_bytes = static_cast<double>(model->weight_bytes());
   const double embedding_bytes = 2.0 * spec.vocab_size * spec.hidden_size;
   std::printf("model: Llama-2-7B shape, %.2f GB of bf16 weights\n", weight_bytes * 1e-9);

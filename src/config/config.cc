@@ -46,17 +46,20 @@ constexpr std::string_view kGpuKeys[] = {"name", "memory", "sm_count", "bandwidt
 constexpr std::string_view kPlacementKeys[] = {"cost_table", "prompt_tokens", "output_tokens",
                                                "units"};
 constexpr std::string_view kPinnedUnitKeys[] = {"gpus", "models"};
-constexpr std::string_view kRuntimeKeys[] = {"backend", "cpu_threads"};
+constexpr std::string_view kRuntimeKeys[] = {"backend", "cpu_threads", "partitions"};
 constexpr std::string_view kKvCacheKeys[] = {"memory", "block_bytes"};
-constexpr std::string_view kSchedulerKeys[] = {"mode", "max_prefill_tokens", "max_batch_size"};
+constexpr std::string_view kSchedulerKeys[] = {"mode", "max_prefill_tokens", "max_batch_size",
+                                               "decode_sm_share"};
 constexpr std::string_view kModelKeys[] = {"name", "path",        "synthetic",    "dtype",
-                                           "rate", "max_context", "chat_template"};
+                                           "rate", "max_context", "chat_template", "sm_share"};
 constexpr std::string_view kSyntheticKeys[] = {
-    "layers", "hidden",       "heads",      "kv_heads", "head_dim",       "intermediate",
-    "vocab",  "max_position", "rope_theta", "qkv_bias", "tie_embeddings", "seed"};
+    "layers",       "hidden",     "heads",    "kv_heads",       "head_dim", "intermediate", "vocab",
+    "max_position", "rope_theta", "qkv_bias", "tie_embeddings", "seed",     "weights"};
+constexpr std::string_view kSyntheticWeights[] = {"file", "device"};
 constexpr std::string_view kChatTemplates[] = {"", "chatml", "llama3", "llama2", "mistral"};
 constexpr std::string_view kBackends[] = {"auto", "cpu", "cuda"};
 constexpr std::string_view kSchedulerModes[] = {"muxserve", "temporal", "spatial"};
+constexpr std::string_view kPartitionBackends[] = {"auto", "none", "green", "mps"};
 
 // The synthetic tokenizer (model/synthetic.h) ends with <|endoftext|> (256), <|im_start|> (257)
 // and <|im_end|> (258).
@@ -532,7 +535,15 @@ class Parser {
                        : backend == "cuda" ? Backend::kCuda
                                            : Backend::kAuto;
     RETURN_IF_ERROR(GetInt(map, "cpu_threads", &runtime->cpu_threads));
-    return Require(runtime->cpu_threads >= 0, map, "cpu_threads", "must be >= 0 (0: all cores)");
+    RETURN_IF_ERROR(
+        Require(runtime->cpu_threads >= 0, map, "cpu_threads", "must be >= 0 (0: all cores)"));
+    std::string partitions(PartitionBackendName(runtime->partitions));
+    RETURN_IF_ERROR(GetChoice(map, "partitions", kPartitionBackends, &partitions));
+    runtime->partitions = partitions == "none"    ? PartitionBackend::kNone
+                          : partitions == "green" ? PartitionBackend::kGreen
+                          : partitions == "mps"   ? PartitionBackend::kMps
+                                                  : PartitionBackend::kAuto;
+    return absl::OkStatus();
   }
 
   absl::Status ParseKvCache(const MapView& map, KvCacheConfig* kv_cache) const {
@@ -556,7 +567,13 @@ class Parser {
     RETURN_IF_ERROR(
         Require(scheduler->max_prefill_tokens >= 1, map, "max_prefill_tokens", "must be >= 1"));
     RETURN_IF_ERROR(GetInt(map, "max_batch_size", &scheduler->max_batch_size));
-    return Require(scheduler->max_batch_size >= 1, map, "max_batch_size", "must be >= 1");
+    RETURN_IF_ERROR(
+        Require(scheduler->max_batch_size >= 1, map, "max_batch_size", "must be >= 1"));
+    RETURN_IF_ERROR(GetDouble(map, "decode_sm_share", &scheduler->decode_sm_share));
+    return Require(scheduler->decode_sm_share > 0 && scheduler->decode_sm_share < 1, map,
+                   "decode_sm_share",
+                   absl::StrCat("must be between 0 and 1 (exclusive), got ",
+                                scheduler->decode_sm_share));
   }
 
   absl::Status ParseModels(const MapView& top, std::vector<ModelConfig>* models) const {
@@ -640,6 +657,10 @@ class Parser {
     RETURN_IF_ERROR(GetDouble(map, "rate", &model.rate));
     RETURN_IF_ERROR(Require(model.rate > 0, map, "rate",
                             absl::StrCat("must be > 0 (requests per second), got ", model.rate)));
+    RETURN_IF_ERROR(GetDouble(map, "sm_share", &model.sm_share));
+    RETURN_IF_ERROR(Require(model.sm_share >= 0 && model.sm_share <= 1, map, "sm_share",
+                            absl::StrCat("must be between 0 and 1 (0: by rate), got ",
+                                         model.sm_share)));
     RETURN_IF_ERROR(GetInt(map, "max_context", &model.max_context));
     RETURN_IF_ERROR(Require(model.max_context >= 0, map, "max_context",
                             "must be >= 0 (0: the model's max_position_embeddings)"));
@@ -726,6 +747,9 @@ class Parser {
     RETURN_IF_ERROR(GetBool(map, "qkv_bias", &spec.qkv_bias));
     RETURN_IF_ERROR(GetBool(map, "tie_embeddings", &spec.tie_word_embeddings));
     RETURN_IF_ERROR(GetUint(map, "seed", &synthetic.seed));
+    std::string weights = "file";
+    RETURN_IF_ERROR(GetChoice(map, "weights", kSyntheticWeights, &weights));
+    synthetic.device_weights = weights == "device";
     return synthetic;
   }
 
@@ -886,6 +910,20 @@ std::string_view BackendName(Backend backend) {
       return "cpu";
     case Backend::kCuda:
       return "cuda";
+  }
+  return "unknown";
+}
+
+std::string_view PartitionBackendName(PartitionBackend backend) {
+  switch (backend) {
+    case PartitionBackend::kAuto:
+      return "auto";
+    case PartitionBackend::kNone:
+      return "none";
+    case PartitionBackend::kGreen:
+      return "green";
+    case PartitionBackend::kMps:
+      return "mps";
   }
   return "unknown";
 }

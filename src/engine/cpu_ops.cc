@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu_ops.h"
@@ -44,10 +45,23 @@ class CpuOps final : public Ops {
     if (!buffer.ok()) return buffer.status();
     float* out = buffer->as<float>();
     for (const model::TensorInfo* part : parts) {
-      ConvertToFloat(part->data.data(), part->dtype, part->NumElements(), out);
+      if (part->random) {
+        DrawNormal(*part->random, part->NumElements(), out);
+      } else {
+        ConvertToFloat(part->data.data(), part->dtype, part->NumElements(), out);
+      }
       out += part->NumElements();
     }
     return buffer;
+  }
+
+  // Random tensors (model::Weights::Random): normal values, the same for the same seed.
+  static void DrawNormal(const model::RandomInit& init, int64_t count, float* out) {
+    std::seed_seq sequence{static_cast<uint32_t>(init.seed),
+                           static_cast<uint32_t>(init.seed >> 32)};
+    std::mt19937_64 generator(sequence);
+    std::normal_distribution<float> normal(init.mean, init.std);
+    for (int64_t i = 0; i < count; ++i) out[i] = normal(generator);
   }
 
   absl::StatusOr<Buffer> UploadFloat32(std::span<const float> values) override {

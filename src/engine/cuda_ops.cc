@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/bias_add.cuh"
 #include "kernels/embedding.cuh"
+#include "kernels/fill_random.cuh"
 #include "kernels/gather_rows.cuh"
 #include "kernels/gemv.cuh"
 #include "kernels/kv_append.cuh"
@@ -24,6 +25,7 @@
 #include "kernels/silu_mul.cuh"
 #include "muxserve/common/status.h"
 #include "muxserve/runtime/check.h"
+#include "spdlog/spdlog.h"
 
 namespace muxserve::engine {
 namespace {
@@ -89,34 +91,64 @@ int64_t Align4(int64_t words) { return (words + 3) / 4 * 4; }
 class CudaOpsImpl final : public CudaOps {
  public:
   CudaOpsImpl(const CudaOpsOptions& options, int sm_count)
-      : options_(options), choices_(options.kernels), sm_count_(sm_count) {}
+      : options_(options), choices_(options.kernels), device_sm_count_(sm_count),
+        sm_count_(sm_count) {}
 
   ~CudaOpsImpl() override {
     AbandonCapture();
     DropGraphs();
-    if (stream_ != nullptr) CUDA_LOG_IF_ERROR(cudaStreamSynchronize(stream_));
     for (auto& [shape, tuned] : tuned_gemms_) {
       if (tuned != nullptr) DestroyTunedGemm(*tuned);
     }
-    if (cublas_lt_ != nullptr) CUDA_LOG_IF_ERROR(cublasLtDestroy(cublas_lt_));
-    if (cublas_ != nullptr) CUDA_LOG_IF_ERROR(cublasDestroy(cublas_));
-    if (metadata_copied_ != nullptr) CUDA_LOG_IF_ERROR(cudaEventDestroy(metadata_copied_));
-    if (stream_ != nullptr) CUDA_LOG_IF_ERROR(cudaStreamDestroy(stream_));
+    for (auto& lane : lanes_) {
+      if (lane == nullptr) continue;
+      if (lane->partition != nullptr) {
+        if (absl::Status entered = lane->partition->Enter(); !entered.ok()) {
+          spdlog::warn("CUDA backend: cannot enter partition {}: {}", lane->partition->label(),
+                       entered.ToString());
+        }
+      }
+      if (lane->stream != nullptr) CUDA_LOG_IF_ERROR(cudaStreamSynchronize(lane->stream));
+      if (lane->cublas_lt != nullptr) CUDA_LOG_IF_ERROR(cublasLtDestroy(lane->cublas_lt));
+      if (lane->cublas != nullptr) CUDA_LOG_IF_ERROR(cublasDestroy(lane->cublas));
+      if (lane->metadata_copied != nullptr) {
+        CUDA_LOG_IF_ERROR(cudaEventDestroy(lane->metadata_copied));
+      }
+      if (lane->stream != nullptr) CUDA_LOG_IF_ERROR(cudaStreamDestroy(lane->stream));
+    }
   }
 
   absl::Status Init() {
     CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
-    CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&metadata_copied_, cudaEventDisableTiming));
-    CUDA_RETURN_IF_ERROR(cublasCreate(&cublas_));
-    CUDA_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
-    CUDA_RETURN_IF_ERROR(cublasLtCreate(&cublas_lt_));
     // A workspace of our own: cuBLAS then allocates nothing while a step runs.
     ASSIGN_OR_RETURN(cublas_workspace_, Allocate(kCublasWorkspaceBytes));
-    CUDA_RETURN_IF_ERROR(
-        cublasSetWorkspace(cublas_, cublas_workspace_.get(), kCublasWorkspaceBytes));
     ASSIGN_OR_RETURN(attention_partial_,
                      Allocate(PartialCapacityFloats() * static_cast<int64_t>(sizeof(float))));
+    lanes_.resize(1);
+    return UsePartition(nullptr);
+  }
+
+  absl::Status UsePartition(const runtime::SmPartition* partition) override {
+    if (graph_mode_ != GraphMode::kNone) {
+      return absl::FailedPreconditionError("CUDA backend: partition changed inside a step");
+    }
+    const size_t index = partition == nullptr ? 0 : static_cast<size_t>(partition->id()) + 1;
+    if (partition != nullptr) RETURN_IF_ERROR(partition->Enter());
+    if (index >= lanes_.size()) lanes_.resize(index + 1);
+    if (lanes_[index] == nullptr) {
+      auto lane = std::make_unique<Lane>();
+      lane->partition = partition;
+      RETURN_IF_ERROR(MakeLane(lane.get()));
+      lanes_[index] = std::move(lane);
+    }
+    const Lane& lane = *lanes_[index];
+    lane_index_ = static_cast<int>(index);
+    stream_ = lane.stream;
+    metadata_copied_ = lane.metadata_copied;
+    cublas_ = lane.cublas;
+    cublas_lt_ = lane.cublas_lt;
+    sm_count_ = partition == nullptr ? device_sm_count_
+                                     : std::min(partition->sm_count(), device_sm_count_);
     return absl::OkStatus();
   }
 
@@ -146,7 +178,12 @@ class CudaOpsImpl final : public CudaOps {
     std::vector<uint16_t> converted;
     for (const model::TensorInfo* part : parts) {
       const int64_t count = part->NumElements();
-      if (part->dtype == DType::kBFloat16) {
+      if (part->random) {
+        // Drawn on the device (model::Weights::Random): nothing crosses PCIe.
+        const model::RandomInit& init = *part->random;
+        CUDA_RETURN_IF_ERROR(
+            kernels::FillRandomCuda(dst, count, init.seed, init.mean, init.std, stream_));
+      } else if (part->dtype == DType::kBFloat16) {
         RETURN_IF_ERROR(CopyToDevice(dst, part->data.data(), count * 2));
       } else {
         // Other dtypes convert on the host, a chunk at a time.
@@ -162,6 +199,7 @@ class CudaOpsImpl final : public CudaOps {
       }
       dst += count;
     }
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // the fills are done when we return
     return buffer;
   }
 
@@ -179,7 +217,7 @@ class CudaOpsImpl final : public CudaOps {
     if (graph_eligible_ && graph_mode_ == GraphMode::kNone && error_.ok()) {
       // First sight runs eagerly (and tunes its GEMMs), the second is captured, later ones
       // replay.
-      const GraphKey key{table, num_tokens_, num_logit_rows_, split_context_};
+      const GraphKey key{lane_index_, table, out, num_tokens_, num_logit_rows_, split_context_};
       const auto found = graphs_.find(key);
       if (found == graphs_.end()) {
         if (graphs_.size() >= kMaxDecodeGraphs) DropGraphs();
@@ -299,9 +337,40 @@ class CudaOpsImpl final : public CudaOps {
   absl::Status TuneGemm(const void* a, const void* w, int64_t m, int64_t n, int64_t k, void* out,
                         TunedGemm* tuned);
 
+  // What the ops need to run on one partition (or, for index 0, on their own stream).
+  struct Lane {
+    const runtime::SmPartition* partition = nullptr;
+    cudaStream_t stream = nullptr;
+    cudaEvent_t metadata_copied = nullptr;
+    cublasHandle_t cublas = nullptr;
+    cublasLtHandle_t cublas_lt = nullptr;
+  };
+
+  // Made with the partition's context current, so every handle belongs to it.
+  absl::Status MakeLane(Lane* lane) {
+    if (lane->partition != nullptr) {
+      ASSIGN_OR_RETURN(lane->stream, lane->partition->CreateStream());
+    } else {
+      CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking));
+    }
+    CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&lane->metadata_copied, cudaEventDisableTiming));
+    CUDA_RETURN_IF_ERROR(cublasCreate(&lane->cublas));
+    CUDA_RETURN_IF_ERROR(cublasSetStream(lane->cublas, lane->stream));
+    CUDA_RETURN_IF_ERROR(
+        cublasSetWorkspace(lane->cublas, cublas_workspace_.get(), kCublasWorkspaceBytes));
+    if (lane->partition != nullptr) {
+      // cuBLAS picks kernels for the SMs it expects to have.
+      CUDA_RETURN_IF_ERROR(cublasSetSmCountTarget(
+          lane->cublas, std::min(lane->partition->sm_count(), device_sm_count_)));
+    }
+    CUDA_RETURN_IF_ERROR(cublasLtCreate(&lane->cublas_lt));
+    return absl::OkStatus();
+  }
+
   enum class GraphMode { kNone, kCapturing, kReplaying };
-  // (model's embedding table, tokens, logit rows, context the attention splits were planned for)
-  using GraphKey = std::tuple<const void*, int64_t, int64_t, int64_t>;
+  // (lane, the model's embedding table and the step's first activation, tokens, logit rows,
+  // context the attention splits were planned for)
+  using GraphKey = std::tuple<int, const void*, const void*, int64_t, int64_t, int64_t>;
 
   bool Replaying() const { return graph_mode_ == GraphMode::kReplaying; }
 
@@ -354,18 +423,22 @@ class CudaOpsImpl final : public CudaOps {
   // Splits are only made while rows x heads < kSplitBlocksPerSm x SMs, which keeps
   // rows x heads x splits under twice that; head_dim is at most 256.
   int64_t PartialCapacityFloats() const {
-    return 2 * kSplitBlocksPerSm * int64_t{sm_count_} * (256 + 2);
+    return 2 * kSplitBlocksPerSm * int64_t{device_sm_count_} * (256 + 2);
   }
 
   const CudaOpsOptions options_;
   CudaKernelChoices choices_;
-  const int sm_count_;
+  const int device_sm_count_;
+  // Lanes by partition id + 1 (0: the ops' own stream); the current one's handles below.
+  std::vector<std::unique_ptr<Lane>> lanes_;
+  int lane_index_ = 0;
+  int sm_count_;  // of the current partition
   cudaStream_t stream_ = nullptr;
   cudaEvent_t metadata_copied_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cublasLtHandle_t cublas_lt_ = nullptr;
-  // Tuned decode GEMMs by (m, n, k); a shape whose tuning failed maps to null.
-  std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<TunedGemm>> tuned_gemms_;
+  // Tuned decode GEMMs by (lane, m, n, k); a shape whose tuning failed maps to null.
+  std::map<std::tuple<int, int64_t, int64_t, int64_t>, std::unique_ptr<TunedGemm>> tuned_gemms_;
   Buffer cublas_workspace_;
   Buffer attention_partial_;
   absl::Status error_;
@@ -399,7 +472,7 @@ class CudaOpsImpl final : public CudaOps {
 
 const CudaOpsImpl::TunedGemm* CudaOpsImpl::FindOrTuneGemm(const void* a, const void* w, int64_t m,
                                                           int64_t n, int64_t k, void* out) {
-  const auto shape = std::make_tuple(m, n, k);
+  const auto shape = std::make_tuple(lane_index_, m, n, k);
   const auto found = tuned_gemms_.find(shape);
   if (found != tuned_gemms_.end()) return found->second.get();
   if (graph_mode_ != GraphMode::kNone || !error_.ok()) return nullptr;
@@ -501,7 +574,8 @@ absl::Status CudaOpsImpl::BeginStep(const StepPlan& plan) {
   AbandonCapture();
   graph_eligible_ = false;
   error_ = absl::OkStatus();
-  CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  // A partition's context is current already; setting the device would replace it.
+  if (lane_index_ == 0) CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   const int64_t n = plan.num_tokens();
   if (static_cast<int64_t>(plan.positions.size()) != n) {
     return absl::InvalidArgumentError(
@@ -567,6 +641,10 @@ absl::Status CudaOpsImpl::BeginStep(const StepPlan& plan) {
     DropGraphs();  // they point into the old buffer
     metadata_device_ = {};
     ASSIGN_OR_RETURN(metadata_device_, Allocate(grown));
+    // Allocate made the primary context current again.
+    if (const runtime::SmPartition* partition = lanes_[lane_index_]->partition) {
+      RETURN_IF_ERROR(partition->Enter());
+    }
   }
   auto* host = static_cast<int32_t*>(metadata_host_.data());
   std::memcpy(host + layout.tokens, plan.tokens.data(), n * 4);

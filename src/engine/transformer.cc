@@ -88,20 +88,44 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const model::Mode
   }
   const std::vector<float> inv_freq = RopeInverseFrequencies(spec);
   ASSIGN_OR_RETURN(t->inv_freq_, ops->UploadFloat32(inv_freq));
-
-  const int64_t e = static_cast<int64_t>(DTypeSize(ops->dtype()));
-  const int64_t n = max_step_tokens;
-  const int64_t qkv_width = spec.q_size() + 2 * spec.kv_size();
-  ASSIGN_OR_RETURN(t->residual_, ops->Allocate(n * spec.hidden_size * e));
-  ASSIGN_OR_RETURN(t->normed_, ops->Allocate(n * spec.hidden_size * e));
-  ASSIGN_OR_RETURN(t->qkv_, ops->Allocate(n * qkv_width * e));
-  ASSIGN_OR_RETURN(t->attn_, ops->Allocate(n * spec.q_size() * e));
-  ASSIGN_OR_RETURN(t->gate_up_, ops->Allocate(n * 2 * spec.intermediate_size * e));
-  ASSIGN_OR_RETURN(t->act_, ops->Allocate(n * spec.intermediate_size * e));
-  ASSIGN_OR_RETURN(t->delta_, ops->Allocate(n * spec.hidden_size * e));
-  ASSIGN_OR_RETURN(t->last_, ops->Allocate(max_step_seqs * spec.hidden_size * e));
-  ASSIGN_OR_RETURN(t->logits_, ops->Allocate(max_step_seqs * spec.vocab_size * e));
+  RETURN_IF_ERROR(t->AllocateActivations());
   return t;
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::ShareWeights(
+    Ops* ops, int64_t max_step_tokens, int64_t max_step_seqs) const {
+  if (ops->dtype() != ops_->dtype()) {
+    return absl::InvalidArgumentError("weights can only be shared by ops of the same dtype");
+  }
+  std::unique_ptr<Transformer> t(new Transformer(spec_, ops));
+  t->max_step_tokens_ = max_step_tokens;
+  t->max_step_seqs_ = max_step_seqs;
+  t->weight_bytes_ = weight_bytes_;
+  t->embedding_ = embedding_;
+  t->final_norm_ = final_norm_;
+  t->lm_head_ = lm_head_;
+  t->inv_freq_ = inv_freq_;
+  t->layers_ = layers_;
+  RETURN_IF_ERROR(t->AllocateActivations());
+  return t;
+}
+
+absl::Status Transformer::AllocateActivations() {
+  const model::ModelSpec& spec = spec_;
+  const int64_t e = static_cast<int64_t>(DTypeSize(ops_->dtype()));
+  const int64_t n = max_step_tokens_;
+  const int64_t seqs = max_step_seqs_;
+  const int64_t qkv_width = spec.q_size() + 2 * spec.kv_size();
+  ASSIGN_OR_RETURN(residual_, ops_->Allocate(n * spec.hidden_size * e));
+  ASSIGN_OR_RETURN(normed_, ops_->Allocate(n * spec.hidden_size * e));
+  ASSIGN_OR_RETURN(qkv_, ops_->Allocate(n * qkv_width * e));
+  ASSIGN_OR_RETURN(attn_, ops_->Allocate(n * spec.q_size() * e));
+  ASSIGN_OR_RETURN(gate_up_, ops_->Allocate(n * 2 * spec.intermediate_size * e));
+  ASSIGN_OR_RETURN(act_, ops_->Allocate(n * spec.intermediate_size * e));
+  ASSIGN_OR_RETURN(delta_, ops_->Allocate(n * spec.hidden_size * e));
+  ASSIGN_OR_RETURN(last_, ops_->Allocate(seqs * spec.hidden_size * e));
+  ASSIGN_OR_RETURN(logits_, ops_->Allocate(seqs * spec.vocab_size * e));
+  return absl::OkStatus();
 }
 
 absl::Status Transformer::Forward(const StepPlan& plan, const kernels::PagedKv& kv,

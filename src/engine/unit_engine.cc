@@ -1,11 +1,14 @@
 #include "muxserve/engine/unit_engine.h"
 
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <deque>
 #include <thread>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "muxserve/common/status.h"
 #include "muxserve/engine/ops.h"
@@ -18,16 +21,80 @@
 #include "muxserve/engine/transformer.h"
 #include "muxserve/kvcache/head_block_pool.h"
 #include "muxserve/model/weights.h"
+#if MUXSERVE_WITH_CUDA
+#include "muxserve/runtime/device.h"
+#include "muxserve/runtime/partition.h"
+#endif
 #include "spdlog/spdlog.h"
 
+#if !MUXSERVE_WITH_CUDA
+namespace muxserve::runtime {
+class SmPartition;  // partitions exist only in CUDA builds
+}  // namespace muxserve::runtime
+#endif
+
 namespace muxserve::engine {
+namespace {
+
+std::string PartitionLabel(const runtime::SmPartition* partition) {
+#if MUXSERVE_WITH_CUDA
+  if (partition != nullptr) return partition->label();
+#endif
+  return partition == nullptr ? "" : "?";
+}
+
+int PartitionId(const runtime::SmPartition* partition) {
+#if MUXSERVE_WITH_CUDA
+  if (partition != nullptr) return partition->id();
+#endif
+  return -1;
+}
+
+}  // namespace
+
+// One job slot of an LLM: its prefill or its decode. A slot runs one job at a time on a worker
+// thread of its own, so that jobs of different slots run at the same time (each on its SM
+// partition); the loop thread plans the job and handles its results.
+struct Lane {
+  std::string model;
+  JobPhase phase = JobPhase::kPrefill;
+  std::unique_ptr<Ops> own_ops;  // CUDA: a backend instance of its own (stream, handles, graphs)
+  Ops* ops = nullptr;
+#if MUXSERVE_WITH_CUDA
+  CudaOps* cuda = nullptr;
+#endif
+  std::unique_ptr<Transformer> transformer;
+  Sampler sampler;
+
+  // Written by the loop before the job starts, read by the worker.
+  Job job;
+  StepPlan plan;
+  kernels::PagedKv kv{};
+  const runtime::SmPartition* partition = nullptr;
+  std::vector<int> sample_entries;  // job entries that produce a token, in logit-row order
+  SteadyTime started{};
+  // Written by the worker, read by the loop once the job is reported done.
+  std::vector<float> logits;
+  std::vector<int32_t> sampled;
+  absl::Status status;
+  SteadyTime ended{};
+  // The partition the previous job ran on (-1: none yet), to count re-partitions.
+  int last_partition = -1;
+
+  absl::Mutex mu;
+  bool has_job ABSL_GUARDED_BY(mu) = false;
+  bool stop ABSL_GUARDED_BY(mu) = false;
+  std::thread worker;
+};
 
 // An LLM as the loop owns it.
 struct LoadedLlm {
   LlmSetup setup;
-  std::unique_ptr<Transformer> transformer;
   kvcache::KvShape kv_shape;
-  std::vector<float> logits;  // host logits of the last step, reused
+  std::array<std::unique_ptr<Lane>, 2> lanes;  // by JobPhase
+  // Fairness: tokens asked for and served, decayed (see LlmState::fairness).
+  double demanded = 0;
+  double served = 0;
 };
 
 // What Submit needs to know about an LLM, readable from any thread.
@@ -41,14 +108,28 @@ struct LlmEntry {
   std::atomic<int64_t> queued{0};  // submitted, no first token yet
 };
 
+// Which SMs each job runs on. muxserve: a prefill job gets the prefill partition while decode
+// work exists, a decode job the decode partition while a prefill runs, and either alone the
+// whole GPU. temporal: the whole GPU. spatial: each LLM its own partition.
+struct PartitionPlan {
+#if MUXSERVE_WITH_CUDA
+  std::unique_ptr<runtime::PartitionSet> set;
+#endif
+  const runtime::SmPartition* whole = nullptr;
+  const runtime::SmPartition* prefill = nullptr;
+  const runtime::SmPartition* decode = nullptr;
+  std::unordered_map<std::string, const runtime::SmPartition*> by_llm;  // spatial
+};
+
 class UnitEngine::Impl {
  public:
   Impl(const UnitOptions& options, EngineObserver* observer, std::unique_ptr<Ops> ops,
-       Buffer pool_memory, int64_t num_blocks)
+       Buffer pool_memory, int64_t num_blocks, PartitionPlan partitions)
       : options_(options),
         observer_(observer != nullptr ? observer : &null_observer_),
         ops_(std::move(ops)),
         pool_memory_(std::move(pool_memory)),
+        partitions_(std::move(partitions)),
         pool_(num_blocks, options.kv_cache.block_bytes, ops_->dtype()),
         scheduler_(MakeScheduler(options.scheduler)) {
     loop_ = std::thread([this] { Loop(); });
@@ -61,6 +142,9 @@ class UnitEngine::Impl {
       abort_all_ = true;
     }
     loop_.join();
+    for (auto& llm : llms_) StopLanes(*llm);
+    absl::MutexLock lock(&mu_);
+    for (auto& llm : pending_llms_) StopLanes(*llm);
   }
 
   absl::Status AddLlm(const LlmSetup& setup);
@@ -73,16 +157,31 @@ class UnitEngine::Impl {
   const std::string& name() const { return options_.name; }
 
  private:
+  absl::StatusOr<std::unique_ptr<Lane>> MakeLane(const LlmSetup& setup, JobPhase phase,
+                                                 const model::Weights* weights,
+                                                 const Transformer* share_with);
+  // The partitions a lane may run on (all of them prepared at load, off the hot path).
+  std::vector<const runtime::SmPartition*> LanePartitions(const std::string& model,
+                                                          JobPhase phase) const;
+  void StartWorker(Lane* lane);
+  static void StopLanes(LoadedLlm& llm);
+  void Work(Lane* lane);
+  // Runs the lane's job on the calling (worker) thread.
+  void RunJob(Lane* lane);
+
   void Loop();
-  // Moves newly added LLMs and submitted requests into the loop's own state.
-  bool Intake();
+  // Moves newly added LLMs and submitted requests into the loop's own state, and takes the
+  // lanes whose jobs ended; waits first when there is nothing to do.
+  bool Intake(std::vector<Lane*>* done);
   void ExpireAndCancel();
-  void RunJob(const Job& job);
+  void Launch(const Job& job, bool prefill_active, bool decode_active);
+  void Complete(Lane* lane);
   void EmitToken(Sequence* seq, int32_t token, SteadyTime now, std::vector<double>* gaps);
   // Ends a request: frees its blocks, sends what it still holds and calls OnFinish. With
   // `flush_text`, text held back for UTF-8 or stop-string matching is sent first.
   void Finish(Sequence* seq, FinishReason reason, absl::Status error = absl::OkStatus(),
               bool flush_text = false);
+  void FinishIdle(FinishReason reason);
   void PublishStats();
   bool HasWork() const;
 
@@ -91,20 +190,25 @@ class UnitEngine::Impl {
     void OnFirstToken(const std::string&, int32_t, double, double) override {}
     void OnTokens(const std::string&, std::span<const double>) override {}
     void OnFinished(const std::string&, FinishReason, double) override {}
-    void OnLlmState(const std::string&, int64_t, int64_t, double) override {}
+    void OnLlmState(const LlmState&) override {}
+    void OnJob(const JobReport&) override {}
   };
 
   const UnitOptions options_;
   NullObserver null_observer_;
   EngineObserver* observer_;
-  std::unique_ptr<Ops> ops_;
+  std::unique_ptr<Ops> ops_;  // the unit's allocator (and the CPU backend's only instance)
   Buffer pool_memory_;
+  PartitionPlan partitions_;
+  // The CPU backend runs one job at a time: its kernels already use every core.
+  absl::Mutex cpu_compute_mu_;
 
-  // Shared with Submit/AddLlm/Drain.
+  // Shared with Submit/AddLlm/Drain and the workers.
   mutable absl::Mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<LlmEntry>> entries_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<LoadedLlm>> pending_llms_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Sequence>> inbox_ ABSL_GUARDED_BY(mu_);
+  std::vector<Lane*> done_lanes_ ABSL_GUARDED_BY(mu_);  // jobs ended, not yet handled
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // accepted, not yet finished
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool abort_all_ ABSL_GUARDED_BY(mu_) = false;
@@ -120,14 +224,131 @@ class UnitEngine::Impl {
   std::vector<std::unique_ptr<Sequence>> sequences_;
   std::vector<Job> jobs_;
   std::vector<int64_t> preemptions_;
-  Sampler sampler_;
-  StepPlan plan_;
+  int jobs_running_ = 0;
+  bool launched_last_ = false;
+  bool abort_all_seen_ = false;  // every request is to be aborted (drain ran out, or stopping)
+  SteadyTime fairness_decayed_at_{};
 
   mutable absl::Mutex stats_mu_;
   std::vector<LlmStats> stats_ ABSL_GUARDED_BY(stats_mu_);
 
   std::thread loop_;
 };
+
+absl::StatusOr<std::unique_ptr<Lane>> UnitEngine::Impl::MakeLane(const LlmSetup& setup,
+                                                                 JobPhase phase,
+                                                                 const model::Weights* weights,
+                                                                 const Transformer* share_with) {
+  auto lane = std::make_unique<Lane>();
+  lane->model = setup.name;
+  lane->phase = phase;
+  lane->ops = ops_.get();
+#if MUXSERVE_WITH_CUDA
+  if (options_.backend == config::Backend::kCuda) {
+    ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda, MakeCudaOps({.device = options_.device, .kernels = {}}));
+    lane->cuda = cuda.get();
+    lane->ops = cuda.get();
+    lane->own_ops = std::move(cuda);
+  }
+#endif
+  const config::SchedulerConfig& sched = options_.scheduler;
+  const bool prefill = phase == JobPhase::kPrefill;
+  const int64_t max_tokens = prefill ? sched.max_prefill_tokens : sched.max_batch_size;
+  if (share_with != nullptr) {
+    ASSIGN_OR_RETURN(lane->transformer,
+                     share_with->ShareWeights(lane->ops, max_tokens, sched.max_batch_size));
+  } else {
+    ASSIGN_OR_RETURN(lane->transformer, Transformer::Load(setup.spec, *weights, lane->ops,
+                                                          max_tokens, sched.max_batch_size));
+  }
+#if MUXSERVE_WITH_CUDA
+  if (lane->cuda != nullptr) {
+    for (const runtime::SmPartition* partition : LanePartitions(setup.name, phase)) {
+      RETURN_IF_ERROR(lane->cuda->UsePartition(partition));
+    }
+  }
+#endif
+  return lane;
+}
+
+std::vector<const runtime::SmPartition*> UnitEngine::Impl::LanePartitions(
+    const std::string& model, JobPhase phase) const {
+  std::vector<const runtime::SmPartition*> out;
+  if (partitions_.whole == nullptr) return out;
+  switch (options_.scheduler.mode) {
+    case config::SchedulerMode::kMuxserve:
+      out = {partitions_.whole,
+             phase == JobPhase::kPrefill ? partitions_.prefill : partitions_.decode};
+      break;
+    case config::SchedulerMode::kTemporal:
+      out = {partitions_.whole};
+      break;
+    case config::SchedulerMode::kSpatial: {
+      auto it = partitions_.by_llm.find(model);
+      out = {it != partitions_.by_llm.end() ? it->second : partitions_.whole};
+      break;
+    }
+  }
+  return out;
+}
+
+void UnitEngine::Impl::StartWorker(Lane* lane) {
+  lane->worker = std::thread([this, lane] { Work(lane); });
+}
+
+void UnitEngine::Impl::StopLanes(LoadedLlm& llm) {
+  for (auto& lane : llm.lanes) {
+    if (lane == nullptr || !lane->worker.joinable()) continue;
+    {
+      absl::MutexLock lock(&lane->mu);
+      lane->stop = true;
+    }
+    lane->worker.join();
+  }
+}
+
+void UnitEngine::Impl::Work(Lane* lane) {
+  while (true) {
+    {
+      absl::MutexLock lock(&lane->mu);
+      auto ready = [lane]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lane->mu) {
+        return lane->has_job || lane->stop;
+      };
+      lane->mu.Await(absl::Condition(&ready));
+      if (lane->stop && !lane->has_job) return;
+      lane->has_job = false;
+    }
+    RunJob(lane);
+    absl::MutexLock lock(&mu_);
+    done_lanes_.push_back(lane);
+  }
+}
+
+void UnitEngine::Impl::RunJob(Lane* lane) {
+  lane->status = absl::OkStatus();
+  lane->sampled.clear();
+#if MUXSERVE_WITH_CUDA
+  if (lane->cuda != nullptr) lane->status = lane->cuda->UsePartition(lane->partition);
+#endif
+  if (lane->status.ok()) {
+    if (lane->own_ops == nullptr) {
+      absl::MutexLock lock(&cpu_compute_mu_);
+      lane->status = lane->transformer->Forward(lane->plan, lane->kv, &lane->logits);
+    } else {
+      lane->status = lane->transformer->Forward(lane->plan, lane->kv, &lane->logits);
+    }
+  }
+  if (lane->status.ok()) {
+    // Sampling here, next to the other lanes' work; the sequences are this job's alone.
+    const int64_t vocab = lane->transformer->spec().vocab_size;
+    for (size_t row = 0; row < lane->sample_entries.size(); ++row) {
+      Sequence* seq = lane->job.entries[lane->sample_entries[row]].seq;
+      const std::span<const float> logits(lane->logits.data() + row * vocab, vocab);
+      lane->sampled.push_back(lane->sampler.Sample(logits, seq->request.sampling, seq->rng));
+    }
+  }
+  lane->ended = options_.clock->Now();
+}
 
 absl::Status UnitEngine::Impl::AddLlm(const LlmSetup& setup) {
   {
@@ -142,19 +363,25 @@ absl::Status UnitEngine::Impl::AddLlm(const LlmSetup& setup) {
         absl::StrCat("model '", setup.name, "': head_dim ", setup.spec.head_dim,
                      " does not fit a KV block of ", pool_.block_bytes(), " bytes"));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<model::Weights> weights,
-                   model::Weights::Load(setup.model_dir, setup.spec));
-  const int64_t max_step_tokens =
-      std::max(options_.scheduler.max_prefill_tokens, options_.scheduler.max_batch_size);
+  std::unique_ptr<model::Weights> weights;
+  if (setup.random_weights_seed.has_value()) {
+    ASSIGN_OR_RETURN(weights, model::Weights::Random(setup.spec, *setup.random_weights_seed));
+  } else {
+    ASSIGN_OR_RETURN(weights, model::Weights::Load(setup.model_dir, setup.spec));
+  }
   auto llm = std::make_unique<LoadedLlm>();
   llm->setup = setup;
   if (llm->setup.max_context <= 0) llm->setup.max_context = setup.spec.max_position_embeddings;
-  ASSIGN_OR_RETURN(llm->transformer,
-                   Transformer::Load(setup.spec, *weights, ops_.get(), max_step_tokens,
-                                     options_.scheduler.max_batch_size));
+  // The prefill lane loads the weights; the decode lane shares them.
+  auto& prefill = llm->lanes[static_cast<size_t>(JobPhase::kPrefill)];
+  auto& decode = llm->lanes[static_cast<size_t>(JobPhase::kDecode)];
+  ASSIGN_OR_RETURN(prefill, MakeLane(setup, JobPhase::kPrefill, weights.get(), nullptr));
+  ASSIGN_OR_RETURN(decode,
+                   MakeLane(setup, JobPhase::kDecode, nullptr, prefill->transformer.get()));
   llm->kv_shape = {.num_layers = setup.spec.num_layers,
                    .num_kv_heads = setup.spec.num_kv_heads,
                    .head_dim = setup.spec.head_dim};
+  for (auto& lane : llm->lanes) StartWorker(lane.get());
   auto entry = std::make_shared<LlmEntry>();
   entry->spec = setup.spec;
   entry->max_context = llm->setup.max_context;
@@ -162,7 +389,7 @@ absl::Status UnitEngine::Impl::AddLlm(const LlmSetup& setup) {
   entry->blocks_per_token_block = llm->kv_shape.blocks_per_token_block();
   entry->tokenizer = setup.tokenizer;
   spdlog::info("unit {}: model '{}' loaded ({} MB of weights, {} layers, KV {} tokens/block)",
-               options_.name, setup.name, llm->transformer->weight_bytes() >> 20,
+               options_.name, setup.name, prefill->transformer->weight_bytes() >> 20,
                setup.spec.num_layers, tokens_per_block);
   absl::MutexLock lock(&mu_);
   entry->index = static_cast<int>(entries_.size());
@@ -228,7 +455,7 @@ void UnitEngine::Impl::Drain(Duration grace) {
   }
 }
 
-bool UnitEngine::Impl::Intake() {
+bool UnitEngine::Impl::Intake(std::vector<Lane*>* done) {
   std::vector<std::unique_ptr<LoadedLlm>> new_llms;
   std::vector<std::unique_ptr<Sequence>> new_seqs;
   bool abort_all = false;
@@ -236,11 +463,19 @@ bool UnitEngine::Impl::Intake() {
   {
     absl::MutexLock lock(&mu_);
     auto has_input = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return !inbox_.empty() || !pending_llms_.empty() || abort_all_ || stopping_;
+      return !inbox_.empty() || !pending_llms_.empty() || !done_lanes_.empty() || abort_all_ ||
+             stopping_;
     };
-    if (!HasWork()) mu_.AwaitWithTimeout(absl::Condition(&has_input), absl::Milliseconds(50));
+    // Wait while jobs run (for one to end), or when there is nothing to plan; a unit with
+    // work that could not start anything last time retries shortly.
+    if (jobs_running_ > 0 || !HasWork()) {
+      mu_.AwaitWithTimeout(absl::Condition(&has_input), absl::Milliseconds(50));
+    } else if (!launched_last_) {
+      mu_.AwaitWithTimeout(absl::Condition(&has_input), absl::Milliseconds(1));
+    }
     new_llms.swap(pending_llms_);
     new_seqs.swap(inbox_);
+    done->swap(done_lanes_);
     abort_all = abort_all_;
     stopping = stopping_;
     if (!new_llms.empty()) {
@@ -266,15 +501,12 @@ bool UnitEngine::Impl::Intake() {
     pool_.RebalanceQuotas();
   }
   for (auto& seq : new_seqs) {
+    llms_[seq->llm]->demanded +=
+        static_cast<double>(seq->num_prompt + seq->request.sampling.max_tokens);
     queues_[seq->llm].waiting.push_back(seq.get());
     sequences_.push_back(std::move(seq));
   }
-  if (abort_all) {
-    for (LlmQueues& q : queues_) {
-      while (!q.running.empty()) Finish(q.running.back(), FinishReason::kAbort);
-      while (!q.waiting.empty()) Finish(q.waiting.back(), FinishReason::kAbort);
-    }
-  }
+  abort_all_seen_ = abort_all;
   return !stopping;
 }
 
@@ -285,6 +517,19 @@ bool UnitEngine::Impl::HasWork() const {
   return false;
 }
 
+void UnitEngine::Impl::FinishIdle(FinishReason reason) {
+  std::vector<Sequence*> idle;
+  for (LlmQueues& q : queues_) {
+    for (Sequence* seq : q.running) {
+      if (!seq->in_flight) idle.push_back(seq);
+    }
+    for (Sequence* seq : q.waiting) {
+      if (!seq->in_flight) idle.push_back(seq);
+    }
+  }
+  for (Sequence* seq : idle) Finish(seq, reason);
+}
+
 void UnitEngine::Impl::ExpireAndCancel() {
   const SteadyTime now = options_.clock->Now();
   std::vector<Sequence*> done;
@@ -293,6 +538,7 @@ void UnitEngine::Impl::ExpireAndCancel() {
     for (Sequence* seq : q.running) done.push_back(seq);
   }
   for (Sequence* seq : done) {
+    if (seq->in_flight) continue;  // handled once its job ends
     if (seq->request.cancel->IsCancelled()) {
       Finish(seq, FinishReason::kAbort);
     } else if (seq->request.deadline.has_value() && now >= *seq->request.deadline) {
@@ -303,72 +549,157 @@ void UnitEngine::Impl::ExpireAndCancel() {
 }
 
 void UnitEngine::Impl::Loop() {
-  while (Intake()) {
+  std::vector<Lane*> done;
+  while (Intake(&done)) {
+    for (Lane* lane : done) Complete(lane);
+    done.clear();
+    // After the ended jobs are handled, so that their sequences are idle and go too.
+    if (abort_all_seen_) FinishIdle(FinishReason::kAbort);
     ExpireAndCancel();
     scheduler_->Next(queues_, pool_, &jobs_, &preemptions_);
-    for (const Job& job : jobs_) RunJob(job);
+    bool prefill_active = false;
+    bool decode_active = false;
+    for (const LlmQueues& q : queues_) {
+      prefill_active |= q.prefill_in_flight;
+      decode_active |= q.decode_in_flight || !q.running.empty();
+    }
+    for (const Job& job : jobs_) {
+      prefill_active |= job.phase == JobPhase::kPrefill;
+      decode_active |= job.phase == JobPhase::kDecode;
+    }
+    for (const Job& job : jobs_) Launch(job, prefill_active, decode_active);
+    launched_last_ = !jobs_.empty();
     PublishStats();
   }
-  // Stopping: nothing may be left without its OnFinish.
-  for (LlmQueues& q : queues_) {
-    while (!q.running.empty()) Finish(q.running.back(), FinishReason::kAbort);
-    while (!q.waiting.empty()) Finish(q.waiting.back(), FinishReason::kAbort);
+  // Stopping: let running jobs end, then nothing may be left without its OnFinish.
+  while (jobs_running_ > 0) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto any_done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !done_lanes_.empty();
+      };
+      mu_.Await(absl::Condition(&any_done));
+      done.swap(done_lanes_);
+    }
+    for (Lane* lane : done) Complete(lane);
+    done.clear();
   }
+  FinishIdle(FinishReason::kAbort);
   PublishStats();
 }
 
-void UnitEngine::Impl::RunJob(const Job& job) {
+void UnitEngine::Impl::Launch(const Job& job, bool prefill_active, bool decode_active) {
   LoadedLlm& llm = *llms_[job.llm];
   LlmQueues& q = queues_[job.llm];
-  const SteadyTime started = options_.clock->Now();
-  plan_.Clear();
-  for (const JobEntry& entry : job.entries) {
+  Lane& lane = *llm.lanes[static_cast<size_t>(job.phase)];
+  const bool prefill = job.phase == JobPhase::kPrefill;
+  lane.job = job;
+  lane.started = options_.clock->Now();
+  StepPlan& plan = lane.plan;
+  plan.Clear();
+  lane.sample_entries.clear();
+  for (size_t e = 0; e < job.entries.size(); ++e) {
+    const JobEntry& entry = job.entries[e];
     Sequence* seq = entry.seq;
-    if (!seq->first_scheduled.has_value()) seq->first_scheduled = started;
+    seq->in_flight = true;
+    if (!seq->first_scheduled.has_value()) seq->first_scheduled = lane.started;
     kernels::StepSequence step{
-        .q_start = static_cast<int32_t>(plan_.tokens.size()),
+        .q_start = static_cast<int32_t>(plan.tokens.size()),
         .q_len = entry.num_tokens,
         .context_len = seq->num_computed + entry.num_tokens,
-        .table_offset = static_cast<int32_t>(plan_.block_tables.size())};
+        .table_offset = static_cast<int32_t>(plan.block_tables.size())};
     for (int32_t i = 0; i < entry.num_tokens; ++i) {
-      plan_.tokens.push_back(seq->tokens[seq->num_computed + i]);
-      plan_.positions.push_back(seq->num_computed + i);
+      plan.tokens.push_back(seq->tokens[seq->num_computed + i]);
+      plan.positions.push_back(seq->num_computed + i);
     }
-    plan_.block_tables.insert(plan_.block_tables.end(), seq->blocks.ids().begin(),
-                              seq->blocks.ids().end());
-    plan_.seqs.push_back(step);
+    plan.block_tables.insert(plan.block_tables.end(), seq->blocks.ids().begin(),
+                             seq->blocks.ids().end());
+    plan.seqs.push_back(step);
     if (step.context_len == static_cast<int32_t>(seq->tokens.size())) {
-      plan_.logit_rows.push_back(step.q_start + step.q_len - 1);
+      plan.logit_rows.push_back(step.q_start + step.q_len - 1);
+      lane.sample_entries.push_back(static_cast<int>(e));
     }
   }
   // A chunk that ends before the prompt does samples nothing; the forward still needs a row.
-  const bool sample = !plan_.logit_rows.empty();
-  if (!sample) plan_.logit_rows.push_back(static_cast<int32_t>(plan_.tokens.size()) - 1);
+  if (plan.logit_rows.empty()) plan.logit_rows.push_back(static_cast<int32_t>(plan.tokens.size()) - 1);
+  lane.kv = {.pool = pool_memory_.get(),
+             .block_bytes = pool_.block_bytes(),
+             .tokens_per_block = q.tokens_per_block,
+             .head_dim = llm.setup.spec.head_dim,
+             .num_layers = llm.setup.spec.num_layers,
+             .num_kv_heads = llm.setup.spec.num_kv_heads};
+  // The SMs this job runs on (see PartitionPlan).
+  lane.partition = nullptr;
+  if (partitions_.whole != nullptr) {
+    switch (options_.scheduler.mode) {
+      case config::SchedulerMode::kMuxserve:
+        lane.partition = prefill ? (decode_active ? partitions_.prefill : partitions_.whole)
+                                 : (prefill_active ? partitions_.decode : partitions_.whole);
+        break;
+      case config::SchedulerMode::kTemporal:
+        lane.partition = partitions_.whole;
+        break;
+      case config::SchedulerMode::kSpatial:
+        lane.partition = LanePartitions(llm.setup.name, job.phase).front();
+        break;
+    }
+  }
+  (prefill ? q.prefill_in_flight : q.decode_in_flight) = true;
+  ++jobs_running_;
+  absl::MutexLock lock(&lane.mu);
+  lane.has_job = true;
+}
 
-  const kernels::PagedKv kv{.pool = pool_memory_.get(),
-                            .block_bytes = pool_.block_bytes(),
-                            .tokens_per_block = q.tokens_per_block,
-                            .head_dim = llm.setup.spec.head_dim,
-                            .num_layers = llm.setup.spec.num_layers,
-                            .num_kv_heads = llm.setup.spec.num_kv_heads};
-  const absl::Status status = llm.transformer->Forward(plan_, kv, &llm.logits);
-  if (!status.ok()) {
+void UnitEngine::Impl::Complete(Lane* lane) {
+  --jobs_running_;
+  const Job& job = lane->job;
+  LoadedLlm& llm = *llms_[job.llm];
+  LlmQueues& q = queues_[job.llm];
+  const bool prefill = job.phase == JobPhase::kPrefill;
+  (prefill ? q.prefill_in_flight : q.decode_in_flight) = false;
+  JobReport report{.model = llm.setup.name,
+                   .prefill = prefill,
+                   .partition = lane->partition != nullptr ? PartitionLabel(lane->partition)
+                                : lane->own_ops != nullptr ? "gpu"
+                                                           : "cpu",
+                   .tokens = lane->plan.num_tokens(),
+                   .started = lane->started,
+                   .ended = lane->ended,
+                   .seconds = SecondsBetween(lane->started, lane->ended)};
+  const int partition = PartitionId(lane->partition);
+  report.repartitioned = lane->last_partition != -1 && lane->last_partition != partition;
+  lane->last_partition = partition;
+  for (const JobEntry& entry : job.entries) entry.seq->in_flight = false;
+  if (!lane->status.ok()) {
     spdlog::error("unit {}: model '{}' step failed: {}", options_.name, llm.setup.name,
-                  status.ToString());
-    for (const JobEntry& entry : job.entries) Finish(entry.seq, FinishReason::kError, status);
+                  lane->status.ToString());
+    for (const JobEntry& entry : job.entries) {
+      Finish(entry.seq, FinishReason::kError, lane->status);
+    }
+    observer_->OnJob(report);
     return;
   }
-  const SteadyTime now = options_.clock->Now();
-  const int64_t vocab = llm.setup.spec.vocab_size;
+  const SteadyTime now = lane->ended;
   std::vector<double> gaps;
-  int64_t row = 0;
-  for (const JobEntry& entry : job.entries) {
-    Sequence* seq = entry.seq;
-    seq->num_computed += entry.num_tokens;
-    if (seq->num_computed < static_cast<int32_t>(seq->tokens.size())) continue;
-    const std::span<const float> logits(llm.logits.data() + row * vocab, vocab);
-    ++row;
-    if (job.phase == JobPhase::kPrefill) {
+  size_t next_sample = 0;
+  for (size_t e = 0; e < job.entries.size(); ++e) {
+    Sequence* seq = job.entries[e].seq;
+    const int32_t computed_before = seq->num_computed;
+    seq->num_computed += job.entries[e].num_tokens;
+    if (prefill) {
+      // Tokens computed again after a preemption are not served twice.
+      const int32_t again =
+          std::max(0, std::min(seq->num_computed, seq->recompute_tokens) - computed_before);
+      report.recomputed_tokens += again;
+      llm.served += job.entries[e].num_tokens - again;
+      if (seq->num_computed >= seq->recompute_tokens) seq->recompute_tokens = 0;
+    }
+    if (next_sample >= lane->sample_entries.size() ||
+        lane->sample_entries[next_sample] != static_cast<int>(e)) {
+      continue;  // a prompt chunk: no token yet
+    }
+    const int32_t token = lane->sampled[next_sample++];
+    if (prefill) {
       // The prompt (or the recomputation after a preemption) is done: decode from now on.
       q.waiting.erase(std::find(q.waiting.begin(), q.waiting.end(), seq));
       auto pos = std::find_if(q.running.begin(), q.running.end(), [&](const Sequence* other) {
@@ -376,10 +707,12 @@ void UnitEngine::Impl::RunJob(const Job& job) {
       });
       q.running.insert(pos, seq);
     }
-    EmitToken(seq, sampler_.Sample(logits, seq->request.sampling, seq->rng), now, &gaps);
+    llm.served += 1;
+    EmitToken(seq, token, now, &gaps);
   }
   if (!gaps.empty()) observer_->OnTokens(llm.setup.name, gaps);
-  loop_stats_[job.llm].preemptions = preemptions_[job.llm];
+  loop_stats_[job.llm].recomputed_tokens += report.recomputed_tokens;
+  observer_->OnJob(report);
 }
 
 void UnitEngine::Impl::EmitToken(Sequence* seq, int32_t token, SteadyTime now,
@@ -458,32 +791,123 @@ void UnitEngine::Impl::Finish(Sequence* seq, FinishReason reason, absl::Status e
 }
 
 void UnitEngine::Impl::PublishStats() {
+  // Fairness counts decay with a time constant of a minute: the ratio follows recent demand.
+  constexpr double kFairnessSeconds = 60.0;
+  const SteadyTime now = options_.clock->Now();
+  const double decay =
+      fairness_decayed_at_ == SteadyTime{}
+          ? 1.0
+          : std::exp(-std::max(0.0, SecondsBetween(fairness_decayed_at_, now)) / kFairnessSeconds);
+  fairness_decayed_at_ = now;
+  double served_total = 0;
+  double demanded_total = 0;
+  for (auto& llm : llms_) {
+    llm->served *= decay;
+    llm->demanded *= decay;
+    served_total += llm->served;
+    demanded_total += llm->demanded;
+  }
   for (size_t i = 0; i < llms_.size(); ++i) {
     LlmStats& stats = loop_stats_[i];
     const LlmQueues& q = queues_[i];
+    const LoadedLlm& llm = *llms_[i];
     stats.running = static_cast<int64_t>(q.running.size());
     stats.waiting = static_cast<int64_t>(q.waiting.size());
     stats.kv_blocks_used = pool_.used(q.pool_id);
     stats.kv_blocks_quota = pool_.quota(q.pool_id);
     stats.kv_blocks_total = pool_.num_blocks();
     stats.preemptions = preemptions_[i];
-    observer_->OnLlmState(stats.name, stats.running, stats.waiting,
-                          static_cast<double>(stats.kv_blocks_used) / pool_.num_blocks());
+    stats.fairness = llm.demanded > 0 && served_total > 0
+                         ? (llm.served / served_total) / (llm.demanded / demanded_total)
+                         : 0.0;
+    observer_->OnLlmState({.model = stats.name,
+                           .running = stats.running,
+                           .waiting = stats.waiting,
+                           .kv_blocks_used = stats.kv_blocks_used,
+                           .kv_blocks_quota = stats.kv_blocks_quota,
+                           .kv_blocks_total = stats.kv_blocks_total,
+                           .fairness = stats.fairness});
   }
   absl::MutexLock lock(&stats_mu_);
   stats_ = loop_stats_;
 }
+
+namespace {
+
+#if MUXSERVE_WITH_CUDA
+// SM counts go to green contexts in steps of this many (Hopper's granularity).
+constexpr int kSmStep = 8;
+
+int RoundSms(double sms) {
+  return std::max(kSmStep, static_cast<int>(std::lround(sms / kSmStep)) * kSmStep);
+}
+
+// The unit's palette of partitions (see PartitionPlan), made once: a green context costs ms.
+absl::StatusOr<PartitionPlan> MakePartitionPlan(const UnitOptions& options) {
+  ASSIGN_OR_RETURN(std::vector<runtime::DeviceInfo> devices, runtime::ListCudaDevices());
+  if (options.device < 0 || options.device >= static_cast<int>(devices.size())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("unit ", options.name, ": CUDA device ", options.device, " does not exist"));
+  }
+  const int sms = devices[options.device].sm_count;
+  std::vector<std::vector<int>> splits = {{0}};
+  switch (options.scheduler.mode) {
+    case config::SchedulerMode::kMuxserve:
+      splits.push_back({RoundSms(options.scheduler.decode_sm_share * sms), 0});
+      break;
+    case config::SchedulerMode::kTemporal:
+      break;
+    case config::SchedulerMode::kSpatial: {
+      std::vector<int> split;
+      int left = sms;
+      for (size_t i = 0; i < options.spatial_sm_shares.size(); ++i) {
+        const bool last = i + 1 == options.spatial_sm_shares.size();
+        const int count = last ? 0 : std::min(RoundSms(options.spatial_sm_shares[i].second * sms),
+                                              left - kSmStep);
+        split.push_back(count);
+        left -= count;
+      }
+      if (!split.empty()) splits.push_back(split);
+      break;
+    }
+  }
+  PartitionPlan plan;
+  ASSIGN_OR_RETURN(plan.set,
+                   runtime::PartitionSet::Create(options.partitions, options.device, splits));
+  plan.whole = plan.set->split(0).front();
+  if (options.scheduler.mode == config::SchedulerMode::kMuxserve) {
+    plan.decode = plan.set->split(1)[0];
+    plan.prefill = plan.set->split(1)[1];
+  } else if (options.scheduler.mode == config::SchedulerMode::kSpatial &&
+             plan.set->num_splits() > 1) {
+    for (size_t i = 0; i < options.spatial_sm_shares.size(); ++i) {
+      plan.by_llm[options.spatial_sm_shares[i].first] = plan.set->split(1)[i];
+    }
+  }
+  std::vector<std::string> labels;
+  for (int i = 0; i < plan.set->size(); ++i) labels.push_back(plan.set->partition(i)->label());
+  spdlog::info("unit {}: {} partitions for {} mode: {} (made in {:.1f} ms)", options.name,
+               config::PartitionBackendName(plan.set->backend()),
+               config::SchedulerModeName(options.scheduler.mode), absl::StrJoin(labels, ", "),
+               plan.set->creation_ms());
+  return plan;
+}
+#endif
+
+}  // namespace
 
 // --- UnitEngine ----------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<UnitEngine>> UnitEngine::Create(const UnitOptions& options,
                                                                EngineObserver* observer) {
   std::unique_ptr<Ops> ops;
+  PartitionPlan partitions;
   if (options.backend == config::Backend::kCpu) {
     ops = MakeCpuOps(options.cpu_threads);
 #if MUXSERVE_WITH_CUDA
   } else if (options.backend == config::Backend::kCuda) {
-    ASSIGN_OR_RETURN(ops, MakeCudaOps({}));
+    ASSIGN_OR_RETURN(ops, MakeCudaOps({.device = options.device, .kernels = {}}));
+    ASSIGN_OR_RETURN(partitions, MakePartitionPlan(options));
 #endif
   } else {
     return absl::UnimplementedError(
@@ -498,11 +922,13 @@ absl::StatusOr<std::unique_ptr<UnitEngine>> UnitEngine::Create(const UnitOptions
                      " bytes) holds no block of ", options.kv_cache.block_bytes, " bytes"));
   }
   ASSIGN_OR_RETURN(Buffer pool_memory, ops->Allocate(num_blocks * options.kv_cache.block_bytes));
-  spdlog::info("unit {}: {} backend, KV pool of {} head blocks x {} bytes ({} MB)", options.name,
-               config::BackendName(options.backend), num_blocks, options.kv_cache.block_bytes,
-               (num_blocks * options.kv_cache.block_bytes) >> 20);
-  return std::unique_ptr<UnitEngine>(new UnitEngine(std::make_unique<Impl>(
-      options, observer, std::move(ops), std::move(pool_memory), num_blocks)));
+  spdlog::info("unit {}: {} backend, {} scheduling, KV pool of {} head blocks x {} bytes ({} MB)",
+               options.name, config::BackendName(options.backend),
+               config::SchedulerModeName(options.scheduler.mode), num_blocks,
+               options.kv_cache.block_bytes, (num_blocks * options.kv_cache.block_bytes) >> 20);
+  return std::unique_ptr<UnitEngine>(new UnitEngine(
+      std::make_unique<Impl>(options, observer, std::move(ops), std::move(pool_memory),
+                             num_blocks, std::move(partitions))));
 }
 
 UnitEngine::UnitEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

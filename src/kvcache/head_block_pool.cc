@@ -27,9 +27,35 @@ void HeadBlockPool::RebalanceQuotas() {
   double total_weight = 0;
   for (const LlmEntry& llm : llms_) total_weight += llm.weight;
   for (LlmEntry& llm : llms_) {
-    llm.quota = total_weight > 0
-                    ? static_cast<int64_t>(std::floor(num_blocks_ * llm.weight / total_weight))
-                    : 0;
+    llm.base_quota =
+        total_weight > 0
+            ? static_cast<int64_t>(std::floor(num_blocks_ * llm.weight / total_weight))
+            : 0;
+    llm.quota = llm.base_quota;
+  }
+}
+
+void HeadBlockPool::AdaptQuotas(std::span<const int64_t> demand) {
+  int64_t lent = 0;
+  int64_t lacking = 0;
+  for (size_t i = 0; i < llms_.size() && i < demand.size(); ++i) {
+    const int64_t wants = std::max(demand[i], llms_[i].used);
+    if (wants < llms_[i].base_quota) {
+      lent += llms_[i].base_quota - wants;
+    } else {
+      lacking += wants - llms_[i].base_quota;
+    }
+  }
+  for (size_t i = 0; i < llms_.size() && i < demand.size(); ++i) {
+    LlmEntry& llm = llms_[i];
+    const int64_t wants = std::max(demand[i], llm.used);
+    if (wants <= llm.base_quota) {
+      llm.quota = wants;
+    } else {
+      const int64_t lacks = wants - llm.base_quota;
+      const int64_t share = lacking <= lent ? lacks : lent * lacks / lacking;
+      llm.quota = llm.base_quota + share;
+    }
   }
 }
 

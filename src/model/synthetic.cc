@@ -42,36 +42,19 @@ constexpr double kLogitStd = 16.0;
 constexpr double kNormNoiseStd = 0.05;
 constexpr double kBiasStd = 0.1;
 
-struct Init {
-  double mean;
-  double std;
-};
-
-Init InitFor(const std::string& name, const ModelSpec& spec) {
-  const double hidden = static_cast<double>(spec.hidden_size);
-  if (name == "lm_head.weight") return {0.0, kLogitStd / std::sqrt(hidden)};
-  if (name == "model.embed_tokens.weight") {
-    return {0.0, spec.tie_word_embeddings ? kLogitStd / std::sqrt(hidden) : 1.0};
-  }
-  if (absl::EndsWith(name, "norm.weight")) return {1.0, kNormNoiseStd};
-  if (absl::EndsWith(name, ".bias")) return {0.0, kBiasStd};
-  if (absl::EndsWith(name, "o_proj.weight")) {
-    return {0.0, 1.0 / std::sqrt(static_cast<double>(spec.q_size()))};
-  }
-  if (absl::EndsWith(name, "down_proj.weight")) {
-    return {0.0, 1.0 / std::sqrt(static_cast<double>(spec.intermediate_size))};
-  }
-  return {0.0, 1.0 / std::sqrt(hidden)};  // q, k, v, gate and up projections read hidden
-}
-
-// Each tensor draws from its own generator, seeded by the model seed and the tensor's name, so
-// a tensor's values do not depend on which other tensors the model has.
-std::mt19937_64 GeneratorFor(uint64_t seed, const std::string& name) {
+uint64_t NameHash(const std::string& name) {
   uint64_t hash = 14695981039346656037ull;  // FNV-1a
   for (char c : name) {
     hash ^= static_cast<uint8_t>(c);
     hash *= 1099511628211ull;
   }
+  return hash;
+}
+
+// Each tensor of a written model draws from its own generator, seeded by the model seed and the
+// tensor's name. Not SyntheticTensorSeed's: model files written before it keep their bytes.
+std::mt19937_64 GeneratorFor(uint64_t seed, const std::string& name) {
+  const uint64_t hash = NameHash(name);
   std::seed_seq sequence{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
                          static_cast<uint32_t>(hash), static_cast<uint32_t>(hash >> 32)};
   return std::mt19937_64(sequence);
@@ -79,7 +62,7 @@ std::mt19937_64 GeneratorFor(uint64_t seed, const std::string& name) {
 
 absl::Status FillTensor(const TensorLayout& layout, std::span<std::byte> out, const ModelSpec& spec,
                         uint64_t seed) {
-  const Init init = InitFor(layout.name, spec);
+  const WeightInit init = SyntheticWeightInit(layout.name, spec);
   std::mt19937_64 generator = GeneratorFor(seed, layout.name);
   std::normal_distribution<float> normal(static_cast<float>(init.mean),
                                          static_cast<float>(init.std));
@@ -160,6 +143,31 @@ std::string GenerationConfigJson() {
 
 }  // namespace
 
+WeightInit SyntheticWeightInit(const std::string& name, const ModelSpec& spec) {
+  const double hidden = static_cast<double>(spec.hidden_size);
+  if (name == "lm_head.weight") return {0.0, kLogitStd / std::sqrt(hidden)};
+  if (name == "model.embed_tokens.weight") {
+    return {0.0, spec.tie_word_embeddings ? kLogitStd / std::sqrt(hidden) : 1.0};
+  }
+  if (absl::EndsWith(name, "norm.weight")) return {1.0, kNormNoiseStd};
+  if (absl::EndsWith(name, ".bias")) return {0.0, kBiasStd};
+  if (absl::EndsWith(name, "o_proj.weight")) {
+    return {0.0, 1.0 / std::sqrt(static_cast<double>(spec.q_size()))};
+  }
+  if (absl::EndsWith(name, "down_proj.weight")) {
+    return {0.0, 1.0 / std::sqrt(static_cast<double>(spec.intermediate_size))};
+  }
+  return {0.0, 1.0 / std::sqrt(hidden)};  // q, k, v, gate and up projections read hidden
+}
+
+uint64_t SyntheticTensorSeed(uint64_t model_seed, const std::string& name) {
+  // SplitMix64's finaliser over both inputs: nearby seeds and names give unrelated seeds.
+  uint64_t x = model_seed ^ (NameHash(name) + 0x9e3779b97f4a7c15ull);
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
 absl::Status WriteSyntheticModel(const std::filesystem::path& dir,
                                  const SyntheticModelOptions& options) {
   ModelSpec spec = options.spec;
@@ -189,15 +197,17 @@ absl::Status WriteSyntheticModel(const std::filesystem::path& dir,
   }
   RETURN_IF_ERROR(WriteStringToFile(dir / "config.json", config_json));
 
-  std::vector<TensorLayout> layouts;
-  for (const ExpectedTensor& tensor : ExpectedTensors(spec)) {
-    layouts.push_back({tensor.name, options.weight_dtype, tensor.shape});
+  if (options.write_weights) {
+    std::vector<TensorLayout> layouts;
+    for (const ExpectedTensor& tensor : ExpectedTensors(spec)) {
+      layouts.push_back({tensor.name, options.weight_dtype, tensor.shape});
+    }
+    RETURN_IF_ERROR(
+        WriteSafetensorsStreaming(dir / "model.safetensors", std::move(layouts),
+                                  [&](const TensorLayout& layout, std::span<std::byte> out) {
+                                    return FillTensor(layout, out, spec, options.seed);
+                                  }));
   }
-  RETURN_IF_ERROR(
-      WriteSafetensorsStreaming(dir / "model.safetensors", std::move(layouts),
-                                [&](const TensorLayout& layout, std::span<std::byte> out) {
-                                  return FillTensor(layout, out, spec, options.seed);
-                                }));
 
   RETURN_IF_ERROR(WriteStringToFile(dir / "tokenizer.json", TokenizerJson()));
   RETURN_IF_ERROR(WriteStringToFile(dir / "tokenizer_config.json", TokenizerConfigJson(spec)));

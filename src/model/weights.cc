@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "json_util.h"
 #include "muxserve/common/status.h"
+#include "muxserve/model/synthetic.h"
 #include "nlohmann/json.hpp"
 
 namespace muxserve::model {
@@ -138,6 +139,30 @@ absl::StatusOr<std::unique_ptr<Weights>> Weights::Load(const std::filesystem::pa
   return weights;
 }
 
+absl::StatusOr<std::unique_ptr<Weights>> Weights::Random(const ModelSpec& spec, uint64_t seed) {
+  auto weights = std::make_unique<Weights>();
+  for (ExpectedTensor& expected : ExpectedTensors(spec)) {
+    for (int64_t dim : expected.shape) {
+      if (dim <= 0) {
+        return absl::InvalidArgumentError(absl::StrCat("random weights: tensor '", expected.name,
+                                                       "' would have shape ",
+                                                       ShapeString(expected.shape)));
+      }
+    }
+    const WeightInit init = SyntheticWeightInit(expected.name, spec);
+    TensorInfo info{.dtype = DType::kBFloat16,
+                    .shape = std::move(expected.shape),
+                    .data = {},
+                    .random = RandomInit{.seed = SyntheticTensorSeed(seed, expected.name),
+                                         .mean = static_cast<float>(init.mean),
+                                         .std = static_cast<float>(init.std)}};
+    const TensorInfo& stored =
+        weights->random_tensors_.emplace(expected.name, std::move(info)).first->second;
+    weights->index_.emplace(expected.name, &stored);
+  }
+  return weights;
+}
+
 absl::StatusOr<const TensorInfo*> Weights::Get(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) return absl::NotFoundError(absl::StrCat("no tensor named '", name, "'"));
@@ -148,7 +173,10 @@ bool Weights::Has(const std::string& name) const { return index_.contains(name);
 
 int64_t Weights::TotalBytes() const {
   int64_t total = 0;
-  for (const auto& [name, info] : index_) total += static_cast<int64_t>(info->data.size());
+  for (const auto& [name, info] : index_) {
+    total += info->random ? info->NumElements() * static_cast<int64_t>(DTypeSize(info->dtype))
+                          : static_cast<int64_t>(info->data.size());
+  }
   return total;
 }
 

@@ -27,6 +27,13 @@ const prometheus::Histogram::BucketBoundaries& RequestLatencyBuckets() {
   return *buckets;
 }
 
+// Job steps: a decode step of a small model takes a millisecond, a long prefill a second.
+const prometheus::Histogram::BucketBoundaries& JobDurationBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.0, 4.0};
+  return *buckets;
+}
+
 constexpr engine::FinishReason kFinishReasons[] = {
     engine::FinishReason::kStop, engine::FinishReason::kLength, engine::FinishReason::kAbort,
     engine::FinishReason::kError};
@@ -48,6 +55,37 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
           .Name("muxserve_kv_cache_usage_perc")
           .Help("Fraction of the shared KV pool held by the model. 1 means 100 percent.")
           .Register(*registry_);
+  auto& kv_blocks_used = prometheus::BuildGauge()
+                             .Name("muxserve_kv_cache_used_blocks")
+                             .Help("Head blocks of the shared KV pool the model holds.")
+                             .Register(*registry_);
+  auto& kv_blocks_quota =
+      prometheus::BuildGauge()
+          .Name("muxserve_kv_cache_quota_blocks")
+          .Help("The model's current KV quota in head blocks (adapted to demand).")
+          .Register(*registry_);
+  auto& fairness = prometheus::BuildGauge()
+                       .Name("muxserve_fairness_ratio")
+                       .Help("The model's share of served tokens over its share of requested "
+                             "tokens, decayed over about a minute; 1 is fair.")
+                       .Register(*registry_);
+  auto& jobs = prometheus::BuildCounter()
+                   .Name("muxserve_jobs_total")
+                   .Help("Prefill and decode jobs run, by phase.")
+                   .Register(*registry_);
+  auto& job_duration = prometheus::BuildHistogram()
+                           .Name("muxserve_job_duration_seconds")
+                           .Help("Duration of prefill and decode jobs, by phase.")
+                           .Register(*registry_);
+  auto& repartitions = prometheus::BuildCounter()
+                           .Name("muxserve_repartitions_total")
+                           .Help("Jobs that ran on other SMs than the previous job of their "
+                                 "model and phase.")
+                           .Register(*registry_);
+  auto& recomputed_tokens = prometheus::BuildCounter()
+                                .Name("muxserve_recomputed_tokens_total")
+                                .Help("Tokens computed again after a preemption.")
+                                .Register(*registry_);
   auto& prompt_tokens = prometheus::BuildCounter()
                             .Name("muxserve_prompt_tokens_total")
                             .Help("Number of prefill tokens processed.")
@@ -84,6 +122,17 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
     metrics.running = &running.Add(labels);
     metrics.waiting = &waiting.Add(labels);
     metrics.kv_cache_usage = &kv_cache_usage.Add(labels);
+    metrics.kv_blocks_used = &kv_blocks_used.Add(labels);
+    metrics.kv_blocks_quota = &kv_blocks_quota.Add(labels);
+    metrics.fairness = &fairness.Add(labels);
+    for (int prefill = 0; prefill < 2; ++prefill) {
+      const prometheus::Labels phase = {{"model_name", name},
+                                        {"phase", prefill == 1 ? "prefill" : "decode"}};
+      metrics.jobs[prefill] = &jobs.Add(phase);
+      metrics.job_duration[prefill] = &job_duration.Add(phase, JobDurationBuckets());
+    }
+    metrics.repartitions = &repartitions.Add(labels);
+    metrics.recomputed_tokens = &recomputed_tokens.Add(labels);
     metrics.prompt_tokens = &prompt_tokens.Add(labels);
     metrics.generation_tokens = &generation_tokens.Add(labels);
     for (engine::FinishReason reason : kFinishReasons) {
@@ -128,13 +177,30 @@ void Metrics::OnFinished(const std::string& model, engine::FinishReason reason,
   metrics->e2e_latency->Observe(e2e_seconds);
 }
 
-void Metrics::OnLlmState(const std::string& model, int64_t running, int64_t waiting,
-                         double kv_usage_fraction) {
-  const ModelMetrics* metrics = Find(model);
+void Metrics::OnLlmState(const engine::LlmState& state) {
+  const ModelMetrics* metrics = Find(state.model);
   if (metrics == nullptr) return;
-  metrics->running->Set(static_cast<double>(running));
-  metrics->waiting->Set(static_cast<double>(waiting));
-  metrics->kv_cache_usage->Set(kv_usage_fraction);
+  metrics->running->Set(static_cast<double>(state.running));
+  metrics->waiting->Set(static_cast<double>(state.waiting));
+  metrics->kv_cache_usage->Set(
+      state.kv_blocks_total > 0
+          ? static_cast<double>(state.kv_blocks_used) / static_cast<double>(state.kv_blocks_total)
+          : 0.0);
+  metrics->kv_blocks_used->Set(static_cast<double>(state.kv_blocks_used));
+  metrics->kv_blocks_quota->Set(static_cast<double>(state.kv_blocks_quota));
+  metrics->fairness->Set(state.fairness);
+}
+
+void Metrics::OnJob(const engine::JobReport& job) {
+  const ModelMetrics* metrics = Find(job.model);
+  if (metrics == nullptr) return;
+  const size_t phase = job.prefill ? 1 : 0;
+  metrics->jobs[phase]->Increment();
+  metrics->job_duration[phase]->Observe(job.seconds);
+  if (job.repartitioned) metrics->repartitions->Increment();
+  if (job.recomputed_tokens > 0) {
+    metrics->recomputed_tokens->Increment(static_cast<double>(job.recomputed_tokens));
+  }
 }
 
 }  // namespace muxserve::server

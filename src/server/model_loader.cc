@@ -27,6 +27,7 @@ std::string SyntheticIdentity(const config::SyntheticSpec& synthetic, DType weig
       {"config", nlohmann::json::parse(model::ModelSpecToJson(synthetic.spec))},
       {"seed", synthetic.seed},
       {"weight_dtype", std::string(DTypeName(weight_dtype))},
+      {"weights", synthetic.device_weights ? "device" : "file"},
   };
   return identity.dump(2) + "\n";
 }
@@ -71,6 +72,7 @@ absl::StatusOr<fs::path> EnsureSyntheticModel(const fs::path& synthetic_dir,
   options.spec.dtype = weight_dtype;
   options.seed = synthetic.seed;
   options.weight_dtype = weight_dtype;
+  options.write_weights = !synthetic.device_weights;
   absl::Status written = model::WriteSyntheticModel(partial, options);
   if (written.ok()) {
     std::ofstream marker(partial / kSyntheticMarker, std::ios::binary);
@@ -85,8 +87,10 @@ absl::StatusOr<fs::path> EnsureSyntheticModel(const fs::path& synthetic_dir,
     return Annotate(written, absl::StrCat("writing synthetic model '", name, "'"));
   }
   if (fs::exists(target, error)) {
-    spdlog::info("model {}: rewriting {}: its files were not made from this spec, seed and dtype",
-                 name, target.string());
+    spdlog::info(
+        "model {}: rewriting {}: its files were not made from this spec, seed, dtype and weights "
+        "mode",
+        name, target.string());
     fs::remove_all(target, error);
     if (error) return FilesystemError("cannot remove", target, error);
   }
@@ -106,6 +110,9 @@ absl::StatusOr<PreparedModel> PrepareModel(const config::ModelConfig& model_conf
     const DType weight_dtype = model_config.dtype.value_or(model_config.synthetic->spec.dtype);
     ASSIGN_OR_RETURN(prepared.dir, EnsureSyntheticModel(synthetic_dir, model_config.name,
                                                         *model_config.synthetic, weight_dtype));
+    if (model_config.synthetic->device_weights) {
+      prepared.random_weights_seed = model_config.synthetic->seed;
+    }
   } else {
     prepared.dir = model_config.path;
   }

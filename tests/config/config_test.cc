@@ -182,6 +182,7 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(model.chat_template, "");
   ASSERT_TRUE(model.synthetic.has_value());
   EXPECT_EQ(model.synthetic->seed, 0u);
+  EXPECT_FALSE(model.synthetic->device_weights);
   const model::ModelSpec& spec = model.synthetic->spec;
   EXPECT_EQ(spec.num_kv_heads, 8);
   EXPECT_EQ(spec.head_dim, 32);
@@ -190,6 +191,23 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_DOUBLE_EQ(spec.rope.theta, 10000);
   EXPECT_FALSE(spec.qkv_bias);
   EXPECT_FALSE(spec.tie_word_embeddings);
+}
+
+TEST_F(ConfigTest, SyntheticWeightsFileOrDevice) {
+  absl::StatusOr<Config> config = ParseConfig(
+      Lines({"models:", "  - name: on_disk",
+             "    synthetic: {layers: 1, hidden: 64, heads: 2, intermediate: 128, weights: file}",
+             "  - name: on_device",
+             "    synthetic: {layers: 1, hidden: 64, heads: 2, intermediate: 128, weights: device, "
+             "seed: 7}"}),
+      (dir_ / "muxserve.yaml").string());
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->models.size(), 2u);
+  ASSERT_TRUE(config->models[0].synthetic.has_value());
+  EXPECT_FALSE(config->models[0].synthetic->device_weights);
+  ASSERT_TRUE(config->models[1].synthetic.has_value());
+  EXPECT_TRUE(config->models[1].synthetic->device_weights);
+  EXPECT_EQ(config->models[1].synthetic->seed, 7u);
 }
 
 TEST_F(ConfigTest, PathsResolveAgainstTheConfigFolder) {
@@ -647,6 +665,11 @@ INSTANTIATE_TEST_SUITE_P(
                   Lines({"models:", kModel, "    synthetic:", "      layers: 1", "      hidden: 64",
                          "      heads: 2", "      intermediate: 128", "      seed: -1"}),
                   8, "models[0].synthetic.seed", "expected a non-negative integer"},
+        ErrorCase{"SyntheticUnknownWeights",
+                  Lines({"models:", kModel, "    synthetic:", "      layers: 1", "      hidden: 64",
+                         "      heads: 2", "      intermediate: 128", "      weights: gpu"}),
+                  8, "models[0].synthetic.weights",
+                  "unknown value 'gpu' (one of 'file', 'device')"},
         ErrorCase{"UnknownDType", Lines({"models:", kModel, kShape, "    dtype: int8"}), 4,
                   "models[0].dtype", "unknown dtype 'int8'"},
         ErrorCase{"UnknownChatTemplate",

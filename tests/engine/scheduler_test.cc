@@ -114,5 +114,103 @@ TEST_F(SchedulerTest, SpatialModeNeverBorrows) {
   EXPECT_EQ(pool_.free_blocks(), 20);  // the other LLM's share stays free
 }
 
+TEST_F(SchedulerTest, MuxserveRunsOnePrefillAtATimeNextToDecodes) {
+  auto scheduler = MakeScheduler({.mode = config::SchedulerMode::kMuxserve});
+  Running(0);
+  Running(1);
+  queues_[0].waiting.push_back(NewSequence(0, 6));
+  queues_[1].waiting.push_back(NewSequence(1, 6));
+  queues_[1].prefill_in_flight = true;  // LLM 1's prefill runs: no second prefill starts
+  queues_[0].decode_in_flight = true;   // LLM 0's decode runs: its sequences stay put
+  scheduler->Next(queues_, pool_, &jobs_, &preemptions_);
+  ASSERT_EQ(jobs_.size(), 1u);
+  EXPECT_EQ(jobs_[0].llm, 1);
+  EXPECT_EQ(jobs_[0].phase, JobPhase::kDecode);
+
+  queues_[1].prefill_in_flight = false;
+  scheduler->Next(queues_, pool_, &jobs_, &preemptions_);
+  int prefills = 0;
+  for (const Job& job : jobs_) prefills += job.phase == JobPhase::kPrefill;
+  EXPECT_EQ(prefills, 1);
+}
+
+TEST_F(SchedulerTest, TemporalModeServesTheLongestWaitingWorkFirst) {
+  auto scheduler = MakeScheduler({.mode = config::SchedulerMode::kTemporal});
+  Sequence* running = Running(0);                 // arrived at t=0
+  running->last_token_at = SteadyTime(std::chrono::seconds(10));  // ready for decode since t=10
+  queues_[1].waiting.push_back(NewSequence(1, 6));  // arrived at t=1
+  scheduler->Next(queues_, pool_, &jobs_, &preemptions_);
+  ASSERT_EQ(jobs_.size(), 1u);
+  EXPECT_EQ(jobs_[0].llm, 1);
+  EXPECT_EQ(jobs_[0].phase, JobPhase::kPrefill);
+
+  // While any job runs, nothing else starts.
+  queues_[1].prefill_in_flight = true;
+  scheduler->Next(queues_, pool_, &jobs_, &preemptions_);
+  EXPECT_TRUE(jobs_.empty());
+}
+
+TEST_F(SchedulerTest, SpatialModeRunsEveryLlmOnItsOwnOneJobAtATime) {
+  auto scheduler = MakeScheduler({.mode = config::SchedulerMode::kSpatial});
+  Running(0);
+  queues_[0].waiting.push_back(NewSequence(0, 6));
+  Running(1);
+  scheduler->Next(queues_, pool_, &jobs_, &preemptions_);
+  ASSERT_EQ(jobs_.size(), 2u);
+  EXPECT_EQ(jobs_[0].llm, 0);
+  EXPECT_EQ(jobs_[0].phase, JobPhase::kPrefill);  // prefill first, its decode waits
+  EXPECT_EQ(jobs_[1].llm, 1);
+  EXPECT_EQ(jobs_[1].phase, JobPhase::kDecode);
+}
+
+TEST_F(SchedulerTest, AnIdleLlmLendsItsQuotaAndGetsItBackOnDemand) {
+  auto scheduler = MakeScheduler({.mode = config::SchedulerMode::kMuxserve});
+  for (int i = 0; i < 15; ++i) queues_[0].waiting.push_back(NewSequence(0, 8));
+  scheduler->Next(queues_, pool_, &jobs_, &preemptions_);
+  ASSERT_EQ(jobs_.size(), 1u);
+  EXPECT_EQ(jobs_[0].entries.size(), 15u);  // 30 blocks: beyond the base quota of 20
+  EXPECT_GT(pool_.quota(0), pool_.base_quota(0));
+  EXPECT_EQ(pool_.quota(1), 0);
+  EXPECT_EQ(pool_.used(0), 30);
+
+  Sequence* quiet = NewSequence(1, 8);
+  queues_[1].waiting.push_back(quiet);
+  scheduler->Next(queues_, pool_, &jobs_, &preemptions_);
+  EXPECT_GE(pool_.quota(1), 3);  // what it wants (prompt and first token), within its base
+  EXPECT_EQ(quiet->blocks.num_token_blocks(), 2);
+  EXPECT_EQ(preemptions_[0], 0);
+}
+
+TEST_F(SchedulerTest, AReclaimWaitsForBorrowersInsteadOfPreemptingThem) {
+  auto scheduler = MakeScheduler({.mode = config::SchedulerMode::kMuxserve});
+  std::vector<Sequence*> busy;
+  for (int i = 0; i < 10; ++i) {
+    Sequence* seq = Running(0);
+    seq->num_computed = 14;  // two more tokens fit its 4 blocks
+    busy.push_back(seq);
+  }
+  ASSERT_EQ(pool_.free_blocks(), 0);
+  Sequence* quiet = NewSequence(1, 8);
+  queues_[1].waiting.push_back(quiet);
+  Sequence* more_busy = NewSequence(0, 4);
+  queues_[0].waiting.push_back(more_busy);
+  scheduler->Next(queues_, pool_, &jobs_, &preemptions_);
+  EXPECT_EQ(preemptions_[0], 0);
+  ASSERT_EQ(jobs_.size(), 1u);
+  EXPECT_EQ(jobs_[0].phase, JobPhase::kDecode);
+  EXPECT_EQ(jobs_[0].entries.size(), 10u);
+
+  // One borrower ends: the quiet LLM starts within the next steps, and still nobody running
+  // is preempted.
+  pool_.Free(queues_[0].pool_id, busy.back()->blocks.ids());
+  busy.back()->blocks.mutable_ids()->clear();
+  queues_[0].running.pop_back();
+  for (int step = 0; step < 2 && quiet->blocks.num_token_blocks() == 0; ++step) {
+    scheduler->Next(queues_, pool_, &jobs_, &preemptions_);
+  }
+  EXPECT_EQ(quiet->blocks.num_token_blocks(), 2);
+  EXPECT_EQ(preemptions_[0], 0);
+}
+
 }  // namespace
 }  // namespace muxserve::engine

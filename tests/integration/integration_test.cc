@@ -165,7 +165,8 @@ class NoObserver : public engine::EngineObserver {
   void OnFirstToken(const std::string&, int32_t, double, double) override {}
   void OnTokens(const std::string&, std::span<const double>) override {}
   void OnFinished(const std::string&, engine::FinishReason, double) override {}
-  void OnLlmState(const std::string&, int64_t, int64_t, double) override {}
+  void OnLlmState(const engine::LlmState&) override {}
+  void OnJob(const engine::JobReport&) override {}
 };
 
 TEST_F(DaemonTest, GreedyOutputEqualsAStandaloneForwardOfTheSameWeights) {

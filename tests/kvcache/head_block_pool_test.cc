@@ -52,6 +52,34 @@ TEST(HeadBlockPoolTest, QuotasFollowWeights) {
   EXPECT_EQ(pool.quota(1), 25);
 }
 
+TEST(HeadBlockPoolTest, AdaptedQuotasLendWhatIsIdleAndGiveItBack) {
+  HeadBlockPool pool(100, 1024, DType::kFloat32);
+  const KvShape shape{.num_layers = 1, .num_kv_heads = 1, .head_dim = 8};
+  pool.RegisterLlm("busy", shape, 1.0);
+  pool.RegisterLlm("quiet", shape, 1.0);
+  pool.RegisterLlm("idle", shape, 2.0);
+  pool.RebalanceQuotas();  // 25, 25, 50
+  // busy wants 80, quiet 10, idle nothing: 15 + 50 lent, 55 lacking, all of it given.
+  const int64_t demand[] = {80, 10, 0};
+  pool.AdaptQuotas(demand);
+  EXPECT_EQ(pool.quota(0), 80);
+  EXPECT_EQ(pool.quota(1), 10);
+  EXPECT_EQ(pool.quota(2), 0);
+  EXPECT_EQ(pool.base_quota(2), 50);
+  // idle wakes up: its base comes back at once, busy shares what quiet still lends.
+  const int64_t later[] = {80, 10, 30};
+  pool.AdaptQuotas(later);
+  EXPECT_EQ(pool.quota(2), 30);
+  EXPECT_EQ(pool.quota(1), 10);
+  EXPECT_EQ(pool.quota(0), 25 + 15 + 20);
+  // Two that lack more than is lent split it in proportion to what they lack.
+  const int64_t both[] = {75, 45, 50};
+  pool.AdaptQuotas(both);
+  EXPECT_EQ(pool.quota(2), 50);
+  EXPECT_EQ(pool.quota(0), 25);
+  EXPECT_EQ(pool.quota(1), 25);
+}
+
 TEST(BlockTableTest, CountsTokenBlocks) {
   BlockTable table({.num_layers = 3, .num_kv_heads = 2, .head_dim = 64});
   EXPECT_EQ(table.num_token_blocks(), 0);

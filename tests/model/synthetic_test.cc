@@ -177,6 +177,26 @@ TEST(SyntheticTest, WeightScalesAreAsDocumented) {
   EXPECT_NEAR(stats("model.layers.0.mlp.down_proj.weight").second, 1.0 / std::sqrt(96.0), 0.01);
 }
 
+TEST(SyntheticTest, WithoutWeightsWritesOnlyConfigAndTokenizer) {
+  testing::TempDir full;
+  testing::TempDir light;
+  SyntheticModelOptions options = TinyOptions();
+  ASSERT_TRUE(WriteSyntheticModel(full.path(), options).ok());
+  options.write_weights = false;
+  ASSERT_TRUE(WriteSyntheticModel(light.path(), options).ok());
+  EXPECT_FALSE(std::filesystem::exists(light.path() / "model.safetensors"));
+  for (const char* file : kFiles) {
+    if (std::string(file) == "model.safetensors") continue;
+    EXPECT_EQ(testing::ReadFile(light.path() / file), testing::ReadFile(full.path() / file))
+        << file;
+  }
+  // The spec still loads; the weights are Weights::Random's business.
+  absl::StatusOr<ModelSpec> spec = LoadModelSpec(light.path());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(Weights::Load(light.path(), *spec).ok());
+  EXPECT_TRUE(Weights::Random(*spec, options.seed).ok());
+}
+
 // Greedy decoding must not sit on near-ties: for final hidden states of RMS 1 (what the final
 // RMSNorm produces), the top-1 logit beats the top-2 by more than 0.5 in most cases.
 TEST(SyntheticTest, LmHeadGivesDecisiveLogits) {

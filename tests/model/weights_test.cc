@@ -1,9 +1,12 @@
 #include "muxserve/model/weights.h"
 
+#include <cmath>
+#include <set>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "muxserve/model/synthetic.h"
 #include "nlohmann/json.hpp"
 #include "test_util.h"
 
@@ -246,6 +249,62 @@ TEST(WeightsTest, NoWeightFilesIsNotFound) {
   ASSERT_FALSE(weights.ok());
   EXPECT_EQ(weights.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(weights.status().message()), HasSubstr("model.safetensors"));
+}
+
+TEST(WeightsTest, RandomHasEveryExpectedTensorWithoutData) {
+  ModelSpec spec = TinySpec();
+  spec.qkv_bias = true;
+  auto weights = Weights::Random(spec, 9);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  const std::vector<ExpectedTensor> expected = ExpectedTensors(spec);
+  EXPECT_EQ((*weights)->tensors().size(), expected.size());
+  for (const ExpectedTensor& tensor : expected) {
+    SCOPED_TRACE(tensor.name);
+    auto info = (*weights)->Get(tensor.name);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ((*info)->dtype, DType::kBFloat16);
+    EXPECT_EQ((*info)->shape, tensor.shape);
+    EXPECT_TRUE((*info)->data.empty());
+    ASSERT_TRUE((*info)->random.has_value());
+    const WeightInit init = SyntheticWeightInit(tensor.name, spec);
+    EXPECT_FLOAT_EQ((*info)->random->mean, static_cast<float>(init.mean));
+    EXPECT_FLOAT_EQ((*info)->random->std, static_cast<float>(init.std));
+    EXPECT_EQ((*info)->random->seed, SyntheticTensorSeed(9, tensor.name));
+  }
+  EXPECT_EQ((*weights)->TotalBytes(), spec.WeightBytes(DType::kBFloat16));
+}
+
+TEST(WeightsTest, RandomInitsAreDeterministicAndDifferPerTensorAndSeed) {
+  const ModelSpec spec = TinySpec();
+  auto first = Weights::Random(spec, 9);
+  auto again = Weights::Random(spec, 9);
+  auto other = Weights::Random(spec, 10);
+  ASSERT_TRUE(first.ok() && again.ok() && other.ok());
+  std::set<uint64_t> seeds;
+  for (const auto& [name, info] : (*first)->tensors()) {
+    const TensorInfo& same = **(*again)->Get(name);
+    EXPECT_EQ(info->random->seed, same.random->seed) << name;
+    EXPECT_EQ(info->random->mean, same.random->mean) << name;
+    EXPECT_EQ(info->random->std, same.random->std) << name;
+    EXPECT_NE(info->random->seed, (*(*other)->Get(name))->random->seed) << name;
+    seeds.insert(info->random->seed);
+  }
+  EXPECT_EQ(seeds.size(), (*first)->tensors().size());  // every tensor has its own values
+
+  // The synthetic writer's scales.
+  EXPECT_FLOAT_EQ((*(*first)->Get("model.norm.weight"))->random->mean, 1.0f);
+  EXPECT_FLOAT_EQ((*(*first)->Get("model.norm.weight"))->random->std, 0.05f);
+  EXPECT_FLOAT_EQ((*(*first)->Get("lm_head.weight"))->random->std, 16.0f / 4.0f);
+  EXPECT_FLOAT_EQ((*(*first)->Get("model.layers.1.mlp.down_proj.weight"))->random->std,
+                  static_cast<float>(1.0 / std::sqrt(24.0)));
+}
+
+TEST(WeightsTest, RandomRejectsEmptyShapes) {
+  ModelSpec spec = TinySpec();
+  spec.intermediate_size = 0;
+  auto weights = Weights::Random(spec, 1);
+  ASSERT_FALSE(weights.ok());
+  EXPECT_THAT(std::string(weights.status().message()), HasSubstr("mlp.gate_proj.weight"));
 }
 
 }  // namespace

@@ -52,8 +52,18 @@ TEST(Metrics, RecordsWhatTheEngineReports) {
   metrics.OnTokens("a", gaps);
   metrics.OnFinished("a", engine::FinishReason::kLength, 0.6);
   metrics.OnFinished("a", engine::FinishReason::kAbort, 0.1);
-  metrics.OnLlmState("a", 3, 2, 0.25);
-  metrics.OnLlmState("b", 1, 0, 0.5);
+  metrics.OnLlmState({.model = "a",
+                      .running = 3,
+                      .waiting = 2,
+                      .kv_blocks_used = 25,
+                      .kv_blocks_quota = 60,
+                      .kv_blocks_total = 100,
+                      .fairness = 0.8});
+  metrics.OnLlmState({.model = "b", .running = 1, .kv_blocks_used = 50, .kv_blocks_total = 100});
+  metrics.OnJob({.model = "a", .prefill = true, .partition = "green:76", .tokens = 12,
+                 .seconds = 0.003, .recomputed_tokens = 5, .repartitioned = true});
+  metrics.OnJob({.model = "a", .prefill = false, .partition = "green:56", .tokens = 3,
+                 .seconds = 0.001});
   // A model the daemon does not know is ignored rather than created on the engine's thread.
   metrics.OnFirstToken("unknown", 5, 0.1, 0.1);
 
@@ -65,6 +75,13 @@ TEST(Metrics, RecordsWhatTheEngineReports) {
   EXPECT_THAT(text, HasSubstr("muxserve_num_requests_waiting{model_name=\"a\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("muxserve_kv_cache_usage_perc{model_name=\"a\"} 0.25\n"));
   EXPECT_THAT(text, HasSubstr("muxserve_kv_cache_usage_perc{model_name=\"b\"} 0.5\n"));
+  EXPECT_THAT(text, HasSubstr("muxserve_kv_cache_quota_blocks{model_name=\"a\"} 60\n"));
+  EXPECT_THAT(text, HasSubstr("muxserve_kv_cache_used_blocks{model_name=\"a\"} 25\n"));
+  EXPECT_THAT(text, HasSubstr("muxserve_fairness_ratio{model_name=\"a\"} 0.8\n"));
+  EXPECT_THAT(text, HasSubstr("muxserve_jobs_total{model_name=\"a\",phase=\"prefill\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("muxserve_jobs_total{model_name=\"a\",phase=\"decode\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("muxserve_repartitions_total{model_name=\"a\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("muxserve_recomputed_tokens_total{model_name=\"a\"} 5\n"));
   EXPECT_THAT(
       text,
       HasSubstr("muxserve_request_success_total{finished_reason=\"length\",model_name=\"a\"} 1\n"));

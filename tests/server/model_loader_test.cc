@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -106,6 +107,27 @@ TEST_F(ModelLoaderTest, ReplacesAnInterruptedDirectory) {
       EnsureSyntheticModel(dir_, "tiny", TinySpec(1), DType::kBFloat16);
   ASSERT_TRUE(written.ok()) << written.status();
   EXPECT_TRUE(fs::is_regular_file(*written / "config.json"));
+}
+
+TEST_F(ModelLoaderTest, DeviceWeightsWriteNoSafetensorsAndReportTheSeed) {
+  config::ModelConfig model = SyntheticModel("tiny", 5);
+  model.synthetic->device_weights = true;
+  absl::StatusOr<PreparedModel> prepared = PrepareModel(model, dir_, config::Backend::kCpu);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->random_weights_seed, std::optional<uint64_t>(5));
+  EXPECT_TRUE(fs::is_regular_file(dir_ / "tiny" / "tokenizer.json"));
+  EXPECT_FALSE(fs::exists(dir_ / "tiny" / "model.safetensors"));
+
+  // Switching to written weights rewrites the directory, with them; and back again.
+  model.synthetic->device_weights = false;
+  prepared = PrepareModel(model, dir_, config::Backend::kCpu);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_FALSE(prepared->random_weights_seed.has_value());
+  EXPECT_TRUE(fs::is_regular_file(dir_ / "tiny" / "model.safetensors"));
+  model.synthetic->device_weights = true;
+  ASSERT_TRUE(PrepareModel(model, dir_, config::Backend::kCpu).ok());
+  EXPECT_FALSE(fs::exists(dir_ / "tiny" / "model.safetensors"));
+  ExpectNoPartialDirectories();
 }
 
 TEST_F(ModelLoaderTest, PreparesASyntheticModelForTheCpu) {

@@ -17,6 +17,9 @@ namespace muxserve::config {
 
 enum class Backend { kAuto, kCpu, kCuda };
 enum class SchedulerMode { kMuxserve, kTemporal, kSpatial };
+// How jobs get SM partitions on a GPU: kAuto picks green contexts where the driver has them,
+// else none; kMps needs an MPS control daemon.
+enum class PartitionBackend { kAuto, kNone, kGreen, kMps };
 
 struct ServerConfig {
   std::string grpc_address = "127.0.0.1:50051";
@@ -30,6 +33,7 @@ struct ServerConfig {
 struct RuntimeConfig {
   Backend backend = Backend::kAuto;
   int64_t cpu_threads = 0;  // 0: all cores
+  PartitionBackend partitions = PartitionBackend::kAuto;
 };
 
 struct KvCacheConfig {
@@ -41,11 +45,17 @@ struct SchedulerConfig {
   SchedulerMode mode = SchedulerMode::kMuxserve;
   int64_t max_prefill_tokens = 2048;  // prompt tokens in one prefill job
   int64_t max_batch_size = 256;       // sequences in one decode job
+  // muxserve mode on a GPU: the share of the SMs decode jobs get while a prefill job runs (the
+  // prefill job gets the rest); either kind alone gets the whole GPU.
+  double decode_sm_share = 0.4;
 };
 
 struct SyntheticSpec {
   model::ModelSpec spec;
   uint64_t seed = 0;
+  // `weights: device`: no safetensors are written; the engine draws the weights at load time
+  // (model::Weights::Random). `weights: file` (the default) writes model.safetensors.
+  bool device_weights = false;
 };
 
 struct ModelConfig {
@@ -54,6 +64,7 @@ struct ModelConfig {
   std::optional<SyntheticSpec> synthetic;  // exactly one of path / synthetic
   std::optional<DType> dtype;              // defaults to the checkpoint's torch_dtype (CPU: float32)
   double rate = 1.0;                       // expected requests per second (placement, KV quotas)
+  double sm_share = 0;  // spatial mode: the share of the GPU's SMs this model owns; 0: by rate
   int64_t max_context = 0;                 // 0: the model's max_position_embeddings
   std::string chat_template;               // "", or chatml | llama3 | llama2 | mistral
   int line = 0;                            // where the entry starts, for later error messages
@@ -144,5 +155,6 @@ absl::StatusOr<int64_t> ParseByteSize(std::string_view text);
 
 std::string_view BackendName(Backend backend);
 std::string_view SchedulerModeName(SchedulerMode mode);
+std::string_view PartitionBackendName(PartitionBackend backend);
 
 }  // namespace muxserve::config

@@ -40,6 +40,8 @@ struct Sequence {
   std::mt19937_64 rng;
   model::StreamDecoder decoder;
   StopMatcher stop;
+  bool in_flight = false;          // in a job that is running: the loop leaves it alone
+  int32_t recompute_tokens = 0;    // computed before a preemption, to be computed again
   std::optional<SteadyTime> first_scheduled;  // when its first prefill began
   std::optional<SteadyTime> last_token_at;
   StreamDelta pending;  // what this step produced, sent once per step

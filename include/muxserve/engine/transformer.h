@@ -27,6 +27,12 @@ class Transformer {
                                                            int64_t max_step_tokens,
                                                            int64_t max_step_seqs);
 
+  // Another instance over the same weights (which stay alive while either does), with its own
+  // activations on `ops` (a backend of the same dtype and memory, e.g. a CUDA lane of its
+  // own), so that two steps of one model can run at the same time.
+  absl::StatusOr<std::unique_ptr<Transformer>> ShareWeights(Ops* ops, int64_t max_step_tokens,
+                                                            int64_t max_step_seqs) const;
+
   // Runs one step. Logits of plan.logit_rows land in `logits` [logit_rows, vocab] (host fp32).
   [[nodiscard]] absl::Status Forward(const StepPlan& plan, const kernels::PagedKv& kv,
                                      std::vector<float>* logits);
@@ -41,6 +47,7 @@ class Transformer {
     Buffer input_norm, qkv, qkv_bias, o_proj, post_norm, gate_up, down;
   };
   Transformer(const model::ModelSpec& spec, Ops* ops) : spec_(spec), ops_(ops) {}
+  absl::Status AllocateActivations();
 
   model::ModelSpec spec_;
   Ops* ops_;

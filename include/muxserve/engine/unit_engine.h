@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -27,6 +29,12 @@ struct UnitOptions {
   int64_t cpu_threads = 0;
   config::KvCacheConfig kv_cache{};
   config::SchedulerConfig scheduler{};
+  // CUDA: the device and how its SMs are split between jobs (see runtime/partition.h).
+  int device = 0;
+  config::PartitionBackend partitions = config::PartitionBackend::kAuto;
+  // Spatial mode: each LLM's share of the SMs by name; LLMs not named split what is left in
+  // proportion to their rate.
+  std::vector<std::pair<std::string, double>> spatial_sm_shares{};
   int64_t max_queued_requests = 1024;  // per LLM
   Clock* clock = Clock::Real();
 };
@@ -40,6 +48,9 @@ struct LlmSetup {
   DType dtype = DType::kFloat32;  // compute dtype of the backend
   int64_t max_context = 0;
   double rate = 1.0;  // expected requests/s: the initial KV quota follows rate x KV bytes/token
+  // Set: the weights are drawn on the backend with this seed (model::Weights::Random) instead
+  // of read from model_dir's safetensors (synthetic models with `weights: device`).
+  std::optional<uint64_t> random_weights_seed{};
 };
 
 struct LlmStats {
@@ -53,6 +64,8 @@ struct LlmStats {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
   int64_t preemptions = 0;
+  int64_t recomputed_tokens = 0;
+  double fairness = 0;  // see LlmState
 };
 
 class UnitEngine {

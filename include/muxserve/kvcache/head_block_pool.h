@@ -6,8 +6,11 @@
 // in the pool's element type. Block bytes are fixed for the pool, so LLMs of different head sizes
 // (64, 128, 256) share it: tokens_per_block = block_bytes / (2 * head_dim * element size).
 //
-// Each LLM has a quota of blocks. Admission of new sequences respects it; running sequences may
-// borrow free blocks beyond it, so a busy LLM uses what quiet ones leave idle.
+// Each LLM has a base quota (its share by weight) and a current quota. Admission of new
+// sequences respects the current quota; running sequences may borrow free blocks beyond it.
+// AdaptQuotas moves what under-used LLMs leave idle to the ones that want more, and gives a
+// lender its base back as soon as it wants it (the borrowed blocks come back as borrowers'
+// sequences finish: a reclaim never drops a running sequence).
 #pragma once
 
 #include <cstdint>
@@ -40,13 +43,20 @@ class HeadBlockPool {
 
   // Registers an LLM; returns its id. `weight` sets its share when quotas are rebalanced.
   int RegisterLlm(const std::string& name, const KvShape& shape, double weight);
-  // Quotas proportional to the weights given at registration (rate x KV bytes per token).
+  // Base quotas proportional to the weights given at registration (rate x KV bytes per
+  // token); current quotas are reset to them.
   void RebalanceQuotas();
+  // `demand[i]`: head blocks LLM i wants now (what it holds, room for its running sequences to
+  // grow, and what its waiting ones need). An LLM wanting less than its base keeps what it
+  // wants and lends the rest; those wanting more than their base share the lent blocks in
+  // proportion to what they lack.
+  void AdaptQuotas(std::span<const int64_t> demand);
 
   const KvShape& shape(int llm) const { return llms_[llm].shape; }
   int64_t used(int llm) const { return llms_[llm].used; }
   int64_t quota(int llm) const { return llms_[llm].quota; }
-  void set_quota(int llm, int64_t blocks) { llms_[llm].quota = blocks; }
+  int64_t base_quota(int llm) const { return llms_[llm].base_quota; }
+  void set_quota(int llm, int64_t blocks) { llms_[llm].quota = llms_[llm].base_quota = blocks; }
   int num_llms() const { return static_cast<int>(llms_.size()); }
 
   // Appends `count` block ids to `out`; RESOURCE_EXHAUSTED (nothing taken) when the pool has
@@ -59,6 +69,7 @@ class HeadBlockPool {
     std::string name;
     KvShape shape;
     double weight = 1.0;
+    int64_t base_quota = 0;
     int64_t quota = 0;
     int64_t used = 0;
   };

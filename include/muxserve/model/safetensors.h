@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -18,10 +19,19 @@
 
 namespace muxserve::model {
 
+// Random contents of a tensor that has no bytes: values of this mean and standard deviation,
+// drawn from `seed` by whoever loads the tensor (synthetic models made at load time).
+struct RandomInit {
+  uint64_t seed = 0;
+  float mean = 0;
+  float std = 0;
+};
+
 struct TensorInfo {
   DType dtype;
   std::vector<int64_t> shape;
-  std::span<const std::byte> data;  // points into the mapping
+  std::span<const std::byte> data;  // points into the mapping; empty when `random` is set
+  std::optional<RandomInit> random = std::nullopt;
 
   int64_t NumElements() const;
 };

@@ -26,11 +26,15 @@ struct PreparedModel {
   std::string chat_unavailable_reason;  // why chat_template is empty
   DType dtype = DType::kFloat32;        // compute dtype on the backend
   int64_t max_context = 0;
+  // Set for synthetic models with `weights: device`: dir has no safetensors and the engine draws
+  // the weights with this seed (engine::LlmSetup::random_weights_seed).
+  std::optional<uint64_t> random_weights_seed;
 };
 
 // The directory of a synthetic model, `synthetic_dir`/`name`. Its files are written when they are
-// missing or were made from another shape, seed or dtype: into a temporary directory renamed into
-// place at the end, so an interrupted write never leaves half a model behind.
+// missing or were made from another shape, seed, dtype or weights mode: into a temporary directory
+// renamed into place at the end, so an interrupted write never leaves half a model behind. With
+// `device_weights` only the config and tokenizer files are written (no model.safetensors).
 absl::StatusOr<std::filesystem::path> EnsureSyntheticModel(
     const std::filesystem::path& synthetic_dir, const std::string& name,
     const config::SyntheticSpec& synthetic, DType weight_dtype);
