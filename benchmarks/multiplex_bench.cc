@@ -1,7 +1,8 @@
 // What spatial-temporal multiplexing costs and buys on one GPU, measured on the engine's own
 // pieces (CudaOps lanes on SM partitions, Transformer steps, random bf16 weights on the GPU):
 //   - making the partition palette (green contexts) at start-up;
-//   - a 7B-shaped prefill and a 1B-shaped decode step on the whole GPU and on their partitions;
+//   - a 7B-shaped prefill and a 1B-shaped decode step (greedy tokens drawn on the GPU) on the
+//     whole GPU and on their partitions;
 //   - the two at the same time on complementary partitions against one after the other on the
 //     whole GPU (the gain multiplexing is for);
 //   - a re-partition: decode steps that switch partitions every step against steps that stay;
@@ -57,11 +58,14 @@ struct Lane {
   std::unique_ptr<CudaOps> ops;
   std::unique_ptr<engine::Transformer> model;
   kernels::PagedKv kv{};
-  std::vector<float> logits;
+  std::vector<engine::RowSampling> greedy;
+  std::vector<int32_t> tokens;
 
+  // A step as the engine runs it: greedy tokens drawn on the GPU.
   absl::Status Step(const runtime::SmPartition* partition, const StepPlan& plan) {
     RETURN_IF_ERROR(ops->UsePartition(partition));
-    return model->Forward(plan, kv, &logits);
+    greedy.assign(plan.logit_rows.size(), {});
+    return model->Sample(plan, kv, greedy, &tokens);
   }
   // Median wall milliseconds of `reps` steps after warm-up (the step ends with its logits on
   // the host, as in the engine).
@@ -132,7 +136,8 @@ absl::Status Run(const std::string& out_path, int reps, config::PartitionBackend
                                                1, allocator->stream()));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(allocator->stream()));
   ASSIGN_OR_RETURN(Lane prefill, MakeLane(big, 1, kPrefillTokens, pool));
-  ASSIGN_OR_RETURN(Lane decode, MakeLane(small, 2, kDecodeBatch, pool));
+  // Room for a recomputed context too (the preemption case).
+  ASSIGN_OR_RETURN(Lane decode, MakeLane(small, 2, kContext, pool));
   for (const runtime::SmPartition* p : {whole, prefill_part}) {
     RETURN_IF_ERROR(prefill.ops->UsePartition(p));
   }
@@ -215,7 +220,7 @@ absl::Status Run(const std::string& out_path, int reps, config::PartitionBackend
     RETURN_IF_ERROR(decode.ops->UsePartition(target));
     const double switch_ms = MillisecondsSince(switch_start);
     const auto start = std::chrono::steady_clock::now();
-    RETURN_IF_ERROR(decode.model->Forward(decode_plan, decode.kv, &decode.logits));
+    RETURN_IF_ERROR(decode.Step(target, decode_plan));
     if (i >= bench::kWarmup) {
       switching.push_back(MillisecondsSince(start) + switch_ms);
       switch_host_us.push_back(switch_ms * 1e3);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu_ops.h"
 #include "muxserve/engine/ops.h"
+#include "muxserve/engine/sampler.h"
 
 namespace muxserve::engine {
 namespace {
@@ -117,6 +118,26 @@ class CpuOps final : public Ops {
     std::memcpy(dst, src, count * sizeof(float));
     return absl::OkStatus();
   }
+  absl::Status SampleRows(const void* x, const void* lm_head, int64_t rows, int64_t vocab,
+                          int64_t hidden, void* scratch, std::span<const RowSampling> params,
+                          int32_t* tokens) override {
+    if (static_cast<int64_t>(params.size()) != rows) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(rows, " rows to sample but ", params.size(), " sampling parameters"));
+    }
+    kernels::GemmCpu(F(x), F(lm_head), nullptr, rows, vocab, hidden, F(scratch));
+    for (int64_t r = 0; r < rows; ++r) {
+      const RowSampling& p = params[r];
+      std::mt19937_64 rng(p.seed);
+      tokens[r] = sampler_.Sample(std::span<const float>(F(scratch) + r * vocab, vocab),
+                                  {.temperature = p.temperature, .top_p = p.top_p, .top_k = p.top_k},
+                                  rng);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  Sampler sampler_;
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -22,6 +23,7 @@
 #include "kernels/prefill_attention.cuh"
 #include "kernels/rms_norm.cuh"
 #include "kernels/rope.cuh"
+#include "kernels/sampling.cuh"
 #include "kernels/silu_mul.cuh"
 #include "muxserve/common/status.h"
 #include "muxserve/runtime/check.h"
@@ -43,11 +45,10 @@ constexpr int64_t kSplitBlocksPerSm = 4;
 constexpr int64_t kMinSplitKeys = 32;
 // Decode steps plan attention splits for the context rounded up to this (see BeginStep).
 constexpr int64_t kSplitContextQuantum = 256;
-// Block tables larger than this many ids are staged by several threads.
-constexpr int64_t kParallelStagingIds = int64_t{1} << 18;
 // Step metadata starts this large (bytes) and doubles: every growth drops the decode graphs.
 constexpr int64_t kInitialMetadataBytes = int64_t{1} << 20;
-constexpr size_t kMaxDecodeGraphs = 64;
+// Decode graphs kept; the least recently used goes first (batch sizes drift step by step).
+constexpr size_t kMaxDecodeGraphs = 256;
 // Decode GEMMs with more rows than the GEMV takes, up to this many, are tuned: cuBLAS's default
 // choice for such memory-bound shapes often leaves bandwidth unused.
 constexpr int64_t kMaxTunedGemmRows = 256;
@@ -100,6 +101,10 @@ class CudaOpsImpl final : public CudaOps {
     for (auto& [shape, tuned] : tuned_gemms_) {
       if (tuned != nullptr) DestroyTunedGemm(*tuned);
     }
+    for (auto& [shape, layouts] : row_layouts_) {
+      if (layouts.out != nullptr) CUDA_LOG_IF_ERROR(cublasLtMatrixLayoutDestroy(layouts.out));
+      if (layouts.a != nullptr) CUDA_LOG_IF_ERROR(cublasLtMatrixLayoutDestroy(layouts.a));
+    }
     for (auto& lane : lanes_) {
       if (lane == nullptr) continue;
       if (lane->partition != nullptr) {
@@ -133,7 +138,12 @@ class CudaOpsImpl final : public CudaOps {
       return absl::FailedPreconditionError("CUDA backend: partition changed inside a step");
     }
     const size_t index = partition == nullptr ? 0 : static_cast<size_t>(partition->id()) + 1;
-    if (partition != nullptr) RETURN_IF_ERROR(partition->Enter());
+    if (partition != nullptr) {
+      RETURN_IF_ERROR(partition->Enter());
+    } else {
+      // The primary context again: the thread must not keep one that may be destroyed first.
+      CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+    }
     if (index >= lanes_.size()) lanes_.resize(index + 1);
     if (lanes_[index] == nullptr) {
       auto lane = std::make_unique<Lane>();
@@ -220,11 +230,12 @@ class CudaOpsImpl final : public CudaOps {
       const GraphKey key{lane_index_, table, out, num_tokens_, num_logit_rows_, split_context_};
       const auto found = graphs_.find(key);
       if (found == graphs_.end()) {
-        if (graphs_.size() >= kMaxDecodeGraphs) DropGraphs();
-        graphs_[key] = nullptr;
-      } else if (found->second != nullptr) {
+        if (graphs_.size() >= kMaxDecodeGraphs) DropLeastRecentGraph();
+        graphs_[key] = {.exec = nullptr, .used = ++graph_clock_};
+      } else if (found->second.exec != nullptr) {
+        found->second.used = ++graph_clock_;
         graph_mode_ = GraphMode::kReplaying;
-        graph_ = found->second;
+        graph_ = found->second.exec;
         return;
       } else {
         Record(CUDA_STATUS(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal)));
@@ -265,10 +276,12 @@ class CudaOpsImpl final : public CudaOps {
     const float beta = 0.0f;
     const TunedGemm* tuned =
         max_q_len_ == 1 && m <= kMaxTunedGemmRows ? FindOrTuneGemm(a, w, m, n, k, out) : nullptr;
-    if (tuned != nullptr) {
-      Record(CUDA_STATUS(cublasLtMatmul(
-          cublas_lt_, tuned->operation, &alpha, w, tuned->w, a, tuned->a, &beta, out, tuned->out,
-          out, tuned->out, &tuned->algo, cublas_workspace_.get(), kCublasWorkspaceBytes, stream_)));
+    const RowLayouts* layouts = tuned != nullptr ? LayoutsFor(*tuned, m, n, k) : nullptr;
+    if (layouts != nullptr) {
+      Record(CUDA_STATUS(cublasLtMatmul(cublas_lt_, tuned->operation, &alpha, w, tuned->w, a,
+                                        layouts->a, &beta, out, layouts->out, out, layouts->out,
+                                        &tuned->algo, cublas_workspace_.get(),
+                                        kCublasWorkspaceBytes, stream_)));
     } else {
       Record(CUDA_STATUS(
           cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
@@ -313,15 +326,29 @@ class CudaOpsImpl final : public CudaOps {
   }
 
   absl::Status CopyToHost(const void* src, int64_t count, float* dst) override;
+  absl::Status SampleRows(const void* x, const void* lm_head, int64_t rows, int64_t vocab,
+                          int64_t hidden, void* scratch, std::span<const RowSampling> params,
+                          int32_t* tokens) override;
 
  private:
   // A cublasLt plan for one GEMM shape: descriptors and the fastest of the heuristic's
   // candidates, timed on first use.
+  // Tuned once per bucket of 16 rows (decode batches change size every step, and tuning each
+  // size would cost more than it saves); the other sizes of the bucket reuse its algorithm.
   struct TunedGemm {
     cublasLtMatmulDesc_t operation = nullptr;
     cublasLtMatrixLayout_t w = nullptr, a = nullptr, out = nullptr;
     cublasLtMatmulAlgo_t algo{};
+    int lane = 0;
   };
+  // The row-dependent layouts of one size, and whether its bucket's algorithm runs it.
+  struct RowLayouts {
+    cublasLtMatrixLayout_t a = nullptr, out = nullptr;
+    bool usable = false;
+  };
+
+  // Null when the bucket's algorithm does not take `m` rows (cuBLAS's plain call serves them).
+  const RowLayouts* LayoutsFor(const TunedGemm& tuned, int64_t m, int64_t n, int64_t k);
 
   static void DestroyTunedGemm(TunedGemm& tuned) {
     if (tuned.out != nullptr) CUDA_LOG_IF_ERROR(cublasLtMatrixLayoutDestroy(tuned.out));
@@ -386,10 +413,19 @@ class CudaOpsImpl final : public CudaOps {
   }
 
   void DropGraphs() {
-    for (auto& [key, exec] : graphs_) {
-      if (exec != nullptr) CUDA_LOG_IF_ERROR(cudaGraphExecDestroy(exec));
+    for (auto& [key, graph] : graphs_) {
+      if (graph.exec != nullptr) CUDA_LOG_IF_ERROR(cudaGraphExecDestroy(graph.exec));
     }
     graphs_.clear();
+  }
+
+  void DropLeastRecentGraph() {
+    auto oldest = std::min_element(graphs_.begin(), graphs_.end(), [](const auto& a, const auto& b) {
+      return a.second.used < b.second.used;
+    });
+    if (oldest == graphs_.end()) return;
+    if (oldest->second.exec != nullptr) CUDA_LOG_IF_ERROR(cudaGraphExecDestroy(oldest->second.exec));
+    graphs_.erase(oldest);
   }
 
   // Ends the step's capture (keeping the graph) or replay: the step's work is then launched.
@@ -439,6 +475,8 @@ class CudaOpsImpl final : public CudaOps {
   cublasLtHandle_t cublas_lt_ = nullptr;
   // Tuned decode GEMMs by (lane, m, n, k); a shape whose tuning failed maps to null.
   std::map<std::tuple<int, int64_t, int64_t, int64_t>, std::unique_ptr<TunedGemm>> tuned_gemms_;
+  // By (lane, m, n, k).
+  std::map<std::tuple<int, int64_t, int64_t, int64_t>, RowLayouts> row_layouts_;
   Buffer cublas_workspace_;
   Buffer attention_partial_;
   absl::Status error_;
@@ -447,6 +485,9 @@ class CudaOpsImpl final : public CudaOps {
   PinnedBuffer metadata_host_;
   Buffer metadata_device_;
   PinnedBuffer logits_host_;
+  // Sampling: the rows' parameters on their way to the device, and the tokens on their way back.
+  PinnedBuffer sampling_host_;
+  Buffer sampling_device_;
   std::vector<kernels::PrefillTile> tiles_;
   int64_t num_tokens_ = 0;
   int64_t num_logit_rows_ = 0;
@@ -467,16 +508,22 @@ class CudaOpsImpl final : public CudaOps {
   GraphMode graph_mode_ = GraphMode::kNone;
   cudaGraphExec_t graph_ = nullptr;  // being replayed
   GraphKey capture_key_;
-  std::map<GraphKey, cudaGraphExec_t> graphs_;  // null: seen once, not captured yet
+  struct CachedGraph {
+    cudaGraphExec_t exec = nullptr;  // null: seen once, not captured yet
+    uint64_t used = 0;               // graph_clock_ at its last use
+  };
+  std::map<GraphKey, CachedGraph> graphs_;
+  uint64_t graph_clock_ = 0;
 };
 
 const CudaOpsImpl::TunedGemm* CudaOpsImpl::FindOrTuneGemm(const void* a, const void* w, int64_t m,
                                                           int64_t n, int64_t k, void* out) {
-  const auto shape = std::make_tuple(lane_index_, m, n, k);
+  const auto shape = std::make_tuple(lane_index_, (m + 15) / 16 * 16, n, k);
   const auto found = tuned_gemms_.find(shape);
   if (found != tuned_gemms_.end()) return found->second.get();
   if (graph_mode_ != GraphMode::kNone || !error_.ok()) return nullptr;
   auto tuned = std::make_unique<TunedGemm>();
+  tuned->lane = lane_index_;
   const absl::Status status = TuneGemm(a, w, m, n, k, out, tuned.get());
   if (!status.ok()) {
     // cuBLAS's plain call still serves this shape.
@@ -484,6 +531,29 @@ const CudaOpsImpl::TunedGemm* CudaOpsImpl::FindOrTuneGemm(const void* a, const v
     tuned = nullptr;
   }
   return (tuned_gemms_[shape] = std::move(tuned)).get();
+}
+
+const CudaOpsImpl::RowLayouts* CudaOpsImpl::LayoutsFor(const TunedGemm& tuned, int64_t m,
+                                                       int64_t n, int64_t k) {
+  const auto key = std::make_tuple(tuned.lane, m, n, k);
+  auto found = row_layouts_.find(key);
+  if (found == row_layouts_.end()) {
+    RowLayouts layouts;
+    absl::Status status =
+        CUDA_STATUS(cublasLtMatrixLayoutCreate(&layouts.a, CUDA_R_16BF, k, m, k));
+    if (status.ok()) {
+      status = CUDA_STATUS(cublasLtMatrixLayoutCreate(&layouts.out, CUDA_R_16BF, n, m, n));
+    }
+    if (status.ok()) {
+      cublasLtMatmulHeuristicResult_t check{};
+      layouts.usable = cublasLtMatmulAlgoCheck(cublas_lt_, tuned.operation, tuned.w, layouts.a,
+                                               layouts.out, layouts.out, &tuned.algo,
+                                               &check) == CUBLAS_STATUS_SUCCESS &&
+                       check.workspaceSize <= kCublasWorkspaceBytes;
+    }
+    found = row_layouts_.emplace(key, layouts).first;
+  }
+  return found->second.usable ? &found->second : nullptr;
 }
 
 absl::Status CudaOpsImpl::TuneGemm(const void* a, const void* w, int64_t m, int64_t n, int64_t k,
@@ -559,7 +629,7 @@ void CudaOpsImpl::FinishGraph() {
     if (error_.ok()) Record(CUDA_STATUS(cudaGraphInstantiate(&exec, graph, 0)));
     if (graph != nullptr) CUDA_LOG_IF_ERROR(cudaGraphDestroy(graph));
     if (error_.ok()) {
-      graphs_[capture_key_] = exec;
+      graphs_[capture_key_] = {.exec = exec, .used = ++graph_clock_};
       graph_ = exec;
     } else if (exec != nullptr) {
       CUDA_LOG_IF_ERROR(cudaGraphExecDestroy(exec));
@@ -654,19 +724,10 @@ absl::Status CudaOpsImpl::BeginStep(const StepPlan& plan) {
                 static_cast<int32_t>(s));
   }
   std::memcpy(host + layout.seqs, plan.seqs.data(), plan.seqs.size() * 16);
-  const auto table_ids = static_cast<int64_t>(plan.block_tables.size());
-  if (table_ids > kParallelStagingIds) {
-    // Head-wise tables hold 32 ids per token of a 7B model: megabytes at large batches, which
-    // the GPU waits for.
-    constexpr int64_t kPiece = int64_t{1} << 16;
-#pragma omp parallel for
-    for (int64_t begin = 0; begin < table_ids; begin += kPiece) {
-      std::memcpy(host + layout.block_tables + begin, plan.block_tables.data() + begin,
-                  std::min(kPiece, table_ids - begin) * 4);
-    }
-  } else {
-    std::memcpy(host + layout.block_tables, plan.block_tables.data(), table_ids * 4);
-  }
+  // Plain copies: OpenMP teams in every lane's thread would fight over the cores, and a
+  // megabyte of ids copies in tens of microseconds.
+  std::memcpy(host + layout.block_tables, plan.block_tables.data(),
+              plan.block_tables.size() * 4);
   std::memcpy(host + layout.logit_rows, plan.logit_rows.data(), plan.logit_rows.size() * 4);
   std::memcpy(host + layout.tiles, tiles_.data(), tiles_.size() * 8);
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_device_.get(), host, static_cast<size_t>(bytes),
@@ -777,6 +838,67 @@ absl::Status CudaOpsImpl::CopyToHost(const void* src, int64_t count, float* dst)
   const auto* bits = static_cast<const uint16_t*>(logits_host_.data());
 #pragma omp parallel for if (count > (int64_t{1} << 18))
   for (int64_t i = 0; i < count; ++i) dst[i] = Bf16ToFloat(bits[i]);
+  return absl::OkStatus();
+}
+
+absl::Status CudaOpsImpl::SampleRows(const void* x, const void* lm_head, int64_t rows,
+                                     int64_t vocab, int64_t hidden, void* scratch,
+                                     std::span<const RowSampling> params, int32_t* tokens) {
+  static_assert(sizeof(RowSampling) == sizeof(kernels::SampleRowParams) &&
+                offsetof(RowSampling, temperature) ==
+                    offsetof(kernels::SampleRowParams, temperature) &&
+                offsetof(RowSampling, top_k) == offsetof(kernels::SampleRowParams, top_k) &&
+                offsetof(RowSampling, top_p) == offsetof(kernels::SampleRowParams, top_p) &&
+                offsetof(RowSampling, seed) == offsetof(kernels::SampleRowParams, seed));
+  if (static_cast<int64_t>(params.size()) != rows) {
+    Record(absl::InvalidArgumentError(
+        absl::StrCat(rows, " rows to sample but ", params.size(), " sampling parameters")));
+  }
+  // fp32 logits straight from the GEMM (part of a decode step's graph).
+  if (!Replaying() && error_.ok()) {
+    const float alpha = 1.0f;
+    const float beta = 0.0f;
+    Record(CUDA_STATUS(cublasGemmEx(
+        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(vocab), static_cast<int>(rows),
+        static_cast<int>(hidden), &alpha, lm_head, CUDA_R_16BF, static_cast<int>(hidden), x,
+        CUDA_R_16BF, static_cast<int>(hidden), &beta, scratch, CUDA_R_32F,
+        static_cast<int>(vocab), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)));
+  }
+  FinishGraph();
+  // Parameters in, tokens out, through one pinned and one device buffer: [params | tokens].
+  const size_t params_bytes = static_cast<size_t>(rows) * sizeof(RowSampling);
+  const size_t bytes = params_bytes + static_cast<size_t>(rows) * sizeof(int32_t);
+  if (error_.ok() && static_cast<int64_t>(bytes) > sampling_device_.bytes) {
+    // The previous step's copies are done: each step waits for its tokens.
+    Record(sampling_host_.Reserve(bytes * 2));
+    sampling_device_ = {};
+    absl::StatusOr<Buffer> grown = Allocate(static_cast<int64_t>(bytes * 2));
+    if (grown.ok()) {
+      sampling_device_ = *std::move(grown);
+    } else {
+      Record(grown.status());
+    }
+    if (const runtime::SmPartition* partition = lanes_[lane_index_]->partition) {
+      Record(partition->Enter());
+    }
+  }
+  if (error_.ok()) {
+    auto* host = static_cast<char*>(sampling_host_.data());
+    auto* device = static_cast<char*>(sampling_device_.get());
+    std::memcpy(host, params.data(), params_bytes);
+    Record(CUDA_STATUS(
+        cudaMemcpyAsync(device, host, params_bytes, cudaMemcpyHostToDevice, stream_)));
+    Record(CUDA_STATUS(kernels::SampleCuda(
+        static_cast<const float*>(scratch), rows, vocab,
+        reinterpret_cast<const kernels::SampleRowParams*>(device),
+        reinterpret_cast<int32_t*>(device + params_bytes), stream_)));
+    Record(CUDA_STATUS(cudaMemcpyAsync(host + params_bytes, device + params_bytes,
+                                       bytes - params_bytes, cudaMemcpyDeviceToHost, stream_)));
+  }
+  Record(CUDA_STATUS(cudaStreamSynchronize(stream_)));
+  RETURN_IF_ERROR(error_);
+  std::memcpy(tokens, static_cast<const char*>(sampling_host_.data()) + params_bytes,
+              bytes - params_bytes);
   return absl::OkStatus();
 }
 

@@ -124,12 +124,32 @@ absl::Status Transformer::AllocateActivations() {
   ASSIGN_OR_RETURN(act_, ops_->Allocate(n * spec.intermediate_size * e));
   ASSIGN_OR_RETURN(delta_, ops_->Allocate(n * spec.hidden_size * e));
   ASSIGN_OR_RETURN(last_, ops_->Allocate(seqs * spec.hidden_size * e));
-  ASSIGN_OR_RETURN(logits_, ops_->Allocate(seqs * spec.vocab_size * e));
+  // Logits in the backend's dtype, or fp32 when sampled.
+  ASSIGN_OR_RETURN(logits_, ops_->Allocate(seqs * spec.vocab_size * std::max<int64_t>(e, 4)));
   return absl::OkStatus();
 }
 
 absl::Status Transformer::Forward(const StepPlan& plan, const kernels::PagedKv& kv,
                                   std::vector<float>* logits) {
+  RETURN_IF_ERROR(RunToLastRows(plan, kv));
+  const int64_t rows = static_cast<int64_t>(plan.logit_rows.size());
+  ops_->Gemm(last_.get(), lm_head_.get(), nullptr, rows, spec_.vocab_size, spec_.hidden_size,
+             logits_.get());
+  logits->resize(rows * spec_.vocab_size);
+  return ops_->CopyToHost(logits_.get(), rows * spec_.vocab_size, logits->data());
+}
+
+absl::Status Transformer::Sample(const StepPlan& plan, const kernels::PagedKv& kv,
+                                 std::span<const RowSampling> params,
+                                 std::vector<int32_t>* tokens) {
+  RETURN_IF_ERROR(RunToLastRows(plan, kv));
+  const int64_t rows = static_cast<int64_t>(plan.logit_rows.size());
+  tokens->resize(rows);
+  return ops_->SampleRows(last_.get(), lm_head_.get(), rows, spec_.vocab_size, spec_.hidden_size,
+                          logits_.get(), params, tokens->data());
+}
+
+absl::Status Transformer::RunToLastRows(const StepPlan& plan, const kernels::PagedKv& kv) {
   const int64_t n = plan.num_tokens();
   const int64_t rows = static_cast<int64_t>(plan.logit_rows.size());
   if (n == 0 || n > max_step_tokens_ || rows > max_step_seqs_) {
@@ -174,9 +194,7 @@ absl::Status Transformer::Forward(const StepPlan& plan, const kernels::PagedKv& 
   ops_->AddRmsNorm(residual_.get(), delta_.get(), final_norm_.get(), n, hidden, eps,
                    normed_.get());
   ops_->GatherLogitRows(normed_.get(), plan, hidden, last_.get());
-  ops_->Gemm(last_.get(), lm_head_.get(), nullptr, rows, s.vocab_size, hidden, logits_.get());
-  logits->resize(rows * s.vocab_size);
-  return ops_->CopyToHost(logits_.get(), rows * s.vocab_size, logits->data());
+  return absl::OkStatus();
 }
 
 }  // namespace muxserve::engine

@@ -15,7 +15,6 @@
 #if MUXSERVE_WITH_CUDA
 #include "muxserve/engine/cuda_ops.h"
 #endif
-#include "muxserve/engine/sampler.h"
 #include "muxserve/engine/scheduler.h"
 #include "muxserve/engine/sequence.h"
 #include "muxserve/engine/transformer.h"
@@ -64,7 +63,6 @@ struct Lane {
   CudaOps* cuda = nullptr;
 #endif
   std::unique_ptr<Transformer> transformer;
-  Sampler sampler;
 
   // Written by the loop before the job starts, read by the worker.
   Job job;
@@ -72,10 +70,10 @@ struct Lane {
   kernels::PagedKv kv{};
   const runtime::SmPartition* partition = nullptr;
   std::vector<int> sample_entries;  // job entries that produce a token, in logit-row order
+  std::vector<RowSampling> sampling;  // per logit row
   SteadyTime started{};
   // Written by the worker, read by the loop once the job is reported done.
-  std::vector<float> logits;
-  std::vector<int32_t> sampled;
+  std::vector<int32_t> sampled;  // per logit row
   absl::Status status;
   SteadyTime ended{};
   // The partition the previous job ran on (-1: none yet), to count re-partitions.
@@ -266,6 +264,8 @@ absl::StatusOr<std::unique_ptr<Lane>> UnitEngine::Impl::MakeLane(const LlmSetup&
     for (const runtime::SmPartition* partition : LanePartitions(setup.name, phase)) {
       RETURN_IF_ERROR(lane->cuda->UsePartition(partition));
     }
+    // Leaves the calling thread in the primary context, which outlives the partitions.
+    RETURN_IF_ERROR(lane->cuda->UsePartition(nullptr));
   }
 #endif
   return lane;
@@ -326,25 +326,17 @@ void UnitEngine::Impl::Work(Lane* lane) {
 
 void UnitEngine::Impl::RunJob(Lane* lane) {
   lane->status = absl::OkStatus();
-  lane->sampled.clear();
 #if MUXSERVE_WITH_CUDA
   if (lane->cuda != nullptr) lane->status = lane->cuda->UsePartition(lane->partition);
 #endif
   if (lane->status.ok()) {
     if (lane->own_ops == nullptr) {
       absl::MutexLock lock(&cpu_compute_mu_);
-      lane->status = lane->transformer->Forward(lane->plan, lane->kv, &lane->logits);
+      lane->status =
+          lane->transformer->Sample(lane->plan, lane->kv, lane->sampling, &lane->sampled);
     } else {
-      lane->status = lane->transformer->Forward(lane->plan, lane->kv, &lane->logits);
-    }
-  }
-  if (lane->status.ok()) {
-    // Sampling here, next to the other lanes' work; the sequences are this job's alone.
-    const int64_t vocab = lane->transformer->spec().vocab_size;
-    for (size_t row = 0; row < lane->sample_entries.size(); ++row) {
-      Sequence* seq = lane->job.entries[lane->sample_entries[row]].seq;
-      const std::span<const float> logits(lane->logits.data() + row * vocab, vocab);
-      lane->sampled.push_back(lane->sampler.Sample(logits, seq->request.sampling, seq->rng));
+      lane->status =
+          lane->transformer->Sample(lane->plan, lane->kv, lane->sampling, &lane->sampled);
     }
   }
   lane->ended = options_.clock->Now();
@@ -598,6 +590,7 @@ void UnitEngine::Impl::Launch(const Job& job, bool prefill_active, bool decode_a
   StepPlan& plan = lane.plan;
   plan.Clear();
   lane.sample_entries.clear();
+  lane.sampling.clear();
   for (size_t e = 0; e < job.entries.size(); ++e) {
     const JobEntry& entry = job.entries[e];
     Sequence* seq = entry.seq;
@@ -618,10 +611,19 @@ void UnitEngine::Impl::Launch(const Job& job, bool prefill_active, bool decode_a
     if (step.context_len == static_cast<int32_t>(seq->tokens.size())) {
       plan.logit_rows.push_back(step.q_start + step.q_len - 1);
       lane.sample_entries.push_back(static_cast<int>(e));
+      const SamplingParams& sampling = seq->request.sampling;
+      // Each draw's seed comes from the sequence's own generator: seeded requests repeat.
+      lane.sampling.push_back({.temperature = sampling.temperature,
+                               .top_k = sampling.top_k,
+                               .top_p = sampling.top_p,
+                               .seed = seq->rng()});
     }
   }
   // A chunk that ends before the prompt does samples nothing; the forward still needs a row.
-  if (plan.logit_rows.empty()) plan.logit_rows.push_back(static_cast<int32_t>(plan.tokens.size()) - 1);
+  if (plan.logit_rows.empty()) {
+    plan.logit_rows.push_back(static_cast<int32_t>(plan.tokens.size()) - 1);
+    lane.sampling.push_back({});
+  }
   lane.kv = {.pool = pool_memory_.get(),
              .block_bytes = pool_.block_bytes(),
              .tokens_per_block = q.tokens_per_block,

@@ -47,8 +47,8 @@ class CudaOps : public Ops {
  public:
   // The stream every op runs on, for callers that time or order work around a step.
   virtual cudaStream_t stream() const = 0;
-  // Runs the following steps on `partition`'s SMs (null: the ops' own stream on the whole GPU),
-  // making it current on the calling thread. The first use of a partition makes its stream and
+  // Runs the following steps on `partition`'s SMs (null: the ops' own stream on the whole GPU,
+  // and the primary context), making it current on the calling thread. The first use of a partition makes its stream and
   // cuBLAS handles (call it once per partition up front to keep that off the hot path); each
   // partition has its own tuned GEMMs and decode graphs, since a graph keeps the SMs it was
   // captured on. Call between steps, from the thread that then runs them.

@@ -27,6 +27,14 @@ struct Buffer {
   }
 };
 
+// How one row's token is picked (engine::SamplingParams) and the seed of this step's draw.
+struct RowSampling {
+  float temperature = 0;  // <= 0: greedy
+  int32_t top_k = 0;      // <= 0: no top-k cut
+  float top_p = 1;        // >= 1: no nucleus cut
+  uint64_t seed = 0;      // the draw depends on the seed alone
+};
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -61,6 +69,14 @@ class Ops {
   virtual void GatherLogitRows(const void* x, const StepPlan& plan, int64_t width, void* out) = 0;
   // Copies `count` elements to host float32 and waits for the step to finish.
   [[nodiscard]] virtual absl::Status CopyToHost(const void* src, int64_t count, float* dst) = 0;
+  // Ends a step by sampling: the fp32 logits of each row of `x` [rows, hidden] times `lm_head`
+  // [vocab, hidden]^T go to `scratch` (rows x vocab floats), and tokens[i] is drawn from row i
+  // by params[i] (as engine::Sampler does; the CUDA backend on the GPU, so only tokens reach the
+  // host). Waits for the step to finish.
+  [[nodiscard]] virtual absl::Status SampleRows(const void* x, const void* lm_head, int64_t rows,
+                                                int64_t vocab, int64_t hidden, void* scratch,
+                                                std::span<const RowSampling> params,
+                                                int32_t* tokens) = 0;
 };
 
 // The fp32 CPU backend (OpenMP + OpenBLAS). `threads` 0 uses every core.

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -36,6 +37,11 @@ class Transformer {
   // Runs one step. Logits of plan.logit_rows land in `logits` [logit_rows, vocab] (host fp32).
   [[nodiscard]] absl::Status Forward(const StepPlan& plan, const kernels::PagedKv& kv,
                                      std::vector<float>* logits);
+  // Runs one step and draws a token for each of plan.logit_rows by params[i] (on the backend:
+  // only the tokens reach the host).
+  [[nodiscard]] absl::Status Sample(const StepPlan& plan, const kernels::PagedKv& kv,
+                                    std::span<const RowSampling> params,
+                                    std::vector<int32_t>* tokens);
 
   const model::ModelSpec& spec() const { return spec_; }
   int64_t max_step_tokens() const { return max_step_tokens_; }
@@ -48,6 +54,8 @@ class Transformer {
   };
   Transformer(const model::ModelSpec& spec, Ops* ops) : spec_(spec), ops_(ops) {}
   absl::Status AllocateActivations();
+  // Everything but the logits: the last rows' normed hidden states land in last_.
+  absl::Status RunToLastRows(const StepPlan& plan, const kernels::PagedKv& kv);
 
   model::ModelSpec spec_;
   Ops* ops_;
