@@ -5,17 +5,21 @@
 #   scripts/fuzz.sh -t 300          every target for 300 s
 #   scripts/fuzz.sh -r 1000000      every target for 10^6 executions
 #   scripts/fuzz.sh config_fuzzer   one target
+#   scripts/fuzz.sh -s              smoke test (CI): every target for 30 s from its seeds alone,
+#                                   in a fresh corpus, so a run does not depend on earlier ones
 # A crash, leak or sanitizer report stops the run with the reproducer in build-fuzz/artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=30
 runs=""
-while getopts "t:r:" flag; do
+smoke=0
+while getopts "t:r:s" flag; do
   case $flag in
     t) seconds=$OPTARG ;;
     r) runs=$OPTARG ;;
-    *) echo "usage: $0 [-t seconds | -r runs] [target...]" >&2; exit 2 ;;
+    s) smoke=1 ;;
+    *) echo "usage: $0 [-s] [-t seconds | -r runs] [target...]" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -49,10 +53,15 @@ fi
 ninja -C "$build" "${targets[@]}"
 
 mkdir -p "$build/artifacts"
+corpus_root="$build/corpus"
+if ((smoke)); then
+  corpus_root=$(mktemp -d "${TMPDIR:-/tmp}/muxserve-fuzz-smoke.XXXXXX")
+  trap 'rm -rf "$corpus_root"' EXIT
+fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 for target in "${targets[@]}"; do
-  corpus="$build/corpus/$target"
+  corpus="$corpus_root/$target"
   seeds="tests/fuzz/corpus/$target"
   mkdir -p "$corpus"
   limit=(-max_total_time="$seconds")

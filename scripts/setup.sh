@@ -9,6 +9,9 @@ packages=(
   libre2-dev libcli11-dev libopenblas-dev libopenblas-openmp-dev libgtest-dev libgmock-dev libbenchmark-dev
   python3-matplotlib
   openssl  # certificates for the TLS integration tests
+  # The fuzz stage of scripts/test.sh (scripts/fuzz.sh): clang 16, its libFuzzer and sanitizer
+  # runtimes, and its OpenMP.
+  clang-16 libclang-rt-16-dev libomp-16-dev
 )
 
 missing=()

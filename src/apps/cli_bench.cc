@@ -18,6 +18,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "cli_channel.h"
 #include "cli_table.h"
 #include "fmt/core.h"
 #include "muxserve/common/status.h"
@@ -360,7 +361,7 @@ void DrawPlots(const WorkloadFlags& flags, const std::string& kind,
 
 struct BenchFlags {
   WorkloadFlags workload;
-  std::string address = "127.0.0.1:50051";
+  ChannelFlags channel;
   std::string out;
   bool dry_run = false;
 };
@@ -386,10 +387,32 @@ void PrintWorkload(const lg::PreparedWorkload& workload) {
       rows);
 }
 
+// lg::RunBench, over the channel of the --addr, --token and --tls* flags.
+absl::StatusOr<lg::BenchResult> RunBenchOver(const ChannelFlags& channel_flags,
+                                             const lg::BenchOptions& options) {
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, OpenChannel(channel_flags));
+  auto stub = v1::Muxserve::NewStub(std::move(channel));
+  ASSIGN_OR_RETURN(const std::vector<lg::ServedModel> served, lg::ListServingModels(*stub));
+  if (served.empty()) {
+    return absl::FailedPreconditionError(
+        fmt::format("no model is SERVING at {}", channel_flags.address));
+  }
+  ASSIGN_OR_RETURN(lg::PreparedWorkload workload, lg::PrepareWorkload(options.workload, served));
+  ASSIGN_OR_RETURN(lg::BaseLatencies base,
+                   lg::ObtainBaseLatencies(*stub, options.slo_base, workload.rates, served,
+                                           options.probe, options.on_base_model));
+  ASSIGN_OR_RETURN(lg::BenchResult result,
+                   lg::RunPrepared(*stub, std::move(workload), std::move(base), options));
+  if (!options.out_dir.empty()) {
+    RETURN_IF_ERROR(lg::WriteBenchOutputs(options.out_dir, result, options));
+  }
+  return result;
+}
+
 int RunBenchCommand(const BenchFlags& flags) {
   absl::StatusOr<lg::BenchOptions> options = ToBenchOptions(flags.workload);
   if (!options.ok()) return Fail(options.status());
-  options->address = flags.address;
+  options->address = flags.channel.address;
   const std::filesystem::path out = flags.out.empty() ? Timestamped("muxserve-bench-") : flags.out;
 
   if (flags.dry_run) {
@@ -419,7 +442,7 @@ int RunBenchCommand(const BenchFlags& flags) {
     fmt::print(stderr, "measuring the base latency of {} (alone, batch 1)\n", model);
   };
   options->out_dir = out;
-  absl::StatusOr<lg::BenchResult> result = lg::RunBench(*options);
+  absl::StatusOr<lg::BenchResult> result = RunBenchOver(flags.channel, *options);
   progress->End();
   if (!result.ok()) return Fail(result.status());
   if (result->workload.clipped > 0) {
@@ -682,8 +705,7 @@ void AddBenchCommands(CLI::App& app, int* exit_code) {
   auto bench_flags = std::make_shared<BenchFlags>();
   CLI::App* bench = app.add_subcommand(
       "bench", "Open-loop load against a running muxserved: throughput, latency, SLO attainment");
-  bench->add_option("--addr", bench_flags->address, "Address of muxserved's gRPC endpoint")
-      ->capture_default_str();
+  AddChannelFlags(bench, &bench_flags->channel);
   AddWorkloadFlags(bench, &bench_flags->workload);
   bench->add_option("--out", bench_flags->out,
                     "Folder for summary.json, requests.jsonl, workload.jsonl, slo_base.json and "

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "cli_channel.h"
 #include "cli_table.h"
 #include "fmt/core.h"
 #include "grpcpp/grpcpp.h"
@@ -25,10 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 // Unary calls (models, stats, abort) give up after this long rather than hang on a stuck server.
 constexpr std::chrono::seconds kUnaryDeadline{10};
-
-struct ConnectionFlags {
-  std::string address = "127.0.0.1:50051";
-};
 
 struct SamplingFlags {
   int32_t max_tokens = 0;
@@ -47,7 +44,7 @@ struct SamplingFlags {
 
 // What every streaming call takes besides its prompt.
 struct StreamFlags {
-  ConnectionFlags connection;
+  ChannelFlags connection;
   SamplingFlags sampling;
   std::string model;
   std::string request_id;
@@ -67,13 +64,8 @@ struct ChatFlags {
   std::vector<std::string> messages;
 };
 
-void AddConnectionFlags(CLI::App* command, ConnectionFlags* flags) {
-  command->add_option("--addr", flags->address, "Address of muxserved's gRPC endpoint")
-      ->capture_default_str();
-}
-
 void AddStreamFlags(CLI::App* command, StreamFlags* flags) {
-  AddConnectionFlags(command, &flags->connection);
+  AddChannelFlags(command, &flags->connection);
   command->add_option("--model", flags->model, "Name of the model to use")->required();
   SamplingFlags& sampling = flags->sampling;
   command
@@ -111,9 +103,14 @@ void FillSampling(const SamplingFlags& flags, pb::SamplingParams* sampling) {
   sampling->set_ignore_eos(flags.ignore_eos);
 }
 
-std::unique_ptr<pb::Muxserve::Stub> Connect(const ConnectionFlags& flags) {
-  return pb::Muxserve::NewStub(
-      grpc::CreateChannel(flags.address, grpc::InsecureChannelCredentials()));
+// Null, with the reason printed, when the channel's files cannot be read.
+std::unique_ptr<pb::Muxserve::Stub> Connect(const ChannelFlags& flags) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = OpenChannel(flags);
+  if (!channel.ok()) {
+    fmt::print(stderr, "error: {}\n", std::string(channel.status().message()));
+    return nullptr;
+  }
+  return pb::Muxserve::NewStub(*std::move(channel));
 }
 
 // gRPC status codes share their numbers with absl's, which can name them.
@@ -226,6 +223,7 @@ int RunGenerate(const GenerateFlags& flags) {
   FillSampling(stream.sampling, request.mutable_sampling());
 
   auto stub = Connect(stream.connection);
+  if (stub == nullptr) return 1;
   grpc::ClientContext context;
   SetDeadline(stream.timeout_seconds, &context);
   const Clock::time_point start = Clock::now();
@@ -260,6 +258,7 @@ int RunChat(const ChatFlags& flags) {
     system->set_content(flags.system);
   }
   auto stub = Connect(stream.connection);
+  if (stub == nullptr) return 1;
   int turn = 0;
   // A client-chosen id stays unique across turns by its turn number.
   auto next_request_id = [&]() {
@@ -291,8 +290,9 @@ int RunChat(const ChatFlags& flags) {
   return 0;
 }
 
-int RunModels(const ConnectionFlags& flags) {
+int RunModels(const ChannelFlags& flags) {
   auto stub = Connect(flags);
+  if (stub == nullptr) return 1;
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);
   pb::ListModelsResponse response;
@@ -313,8 +313,9 @@ int RunModels(const ConnectionFlags& flags) {
   return 0;
 }
 
-int RunStats(const ConnectionFlags& flags) {
+int RunStats(const ChannelFlags& flags) {
   auto stub = Connect(flags);
+  if (stub == nullptr) return 1;
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);
   pb::GetStatsResponse response;
@@ -340,8 +341,9 @@ int RunStats(const ConnectionFlags& flags) {
   return 0;
 }
 
-int RunAbort(const ConnectionFlags& flags, const std::string& request_id) {
+int RunAbort(const ChannelFlags& flags, const std::string& request_id) {
   auto stub = Connect(flags);
+  if (stub == nullptr) return 1;
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);
   pb::AbortRequest request;
@@ -379,20 +381,20 @@ void AddRpcCommands(CLI::App& app, int* exit_code) {
       ->allow_extra_args(false);
   chat->callback([chat_flags, exit_code] { *exit_code = RunChat(*chat_flags); });
 
-  auto models_flags = std::make_shared<ConnectionFlags>();
+  auto models_flags = std::make_shared<ChannelFlags>();
   CLI::App* models = app.add_subcommand("models", "List the served models");
-  AddConnectionFlags(models, models_flags.get());
+  AddChannelFlags(models, models_flags.get());
   models->callback([models_flags, exit_code] { *exit_code = RunModels(*models_flags); });
 
-  auto stats_flags = std::make_shared<ConnectionFlags>();
+  auto stats_flags = std::make_shared<ChannelFlags>();
   CLI::App* stats = app.add_subcommand("stats", "Show per-model serving statistics");
-  AddConnectionFlags(stats, stats_flags.get());
+  AddChannelFlags(stats, stats_flags.get());
   stats->callback([stats_flags, exit_code] { *exit_code = RunStats(*stats_flags); });
 
-  auto abort_flags = std::make_shared<ConnectionFlags>();
+  auto abort_flags = std::make_shared<ChannelFlags>();
   auto abort_id = std::make_shared<std::string>();
   CLI::App* abort = app.add_subcommand("abort", "Abort a running request by its id");
-  AddConnectionFlags(abort, abort_flags.get());
+  AddChannelFlags(abort, abort_flags.get());
   abort->add_option("--request-id", *abort_id, "Id of the request to abort")->required();
   abort->callback(
       [abort_flags, abort_id, exit_code] { *exit_code = RunAbort(*abort_flags, *abort_id); });

@@ -105,8 +105,10 @@ class CudaOpsImpl final : public CudaOps {
       if (layouts.out != nullptr) CUDA_LOG_IF_ERROR(cublasLtMatrixLayoutDestroy(layouts.out));
       if (layouts.a != nullptr) CUDA_LOG_IF_ERROR(cublasLtMatrixLayoutDestroy(layouts.a));
     }
+    bool entered = false;
     for (auto& lane : lanes_) {
       if (lane == nullptr) continue;
+      entered |= lane->partition != nullptr;
       if (lane->partition != nullptr) {
         if (absl::Status entered = lane->partition->Enter(); !entered.ok()) {
           spdlog::warn("CUDA backend: cannot enter partition {}: {}", lane->partition->label(),
@@ -120,6 +122,12 @@ class CudaOpsImpl final : public CudaOps {
         CUDA_LOG_IF_ERROR(cudaEventDestroy(lane->metadata_copied));
       }
       if (lane->stream != nullptr) CUDA_LOG_IF_ERROR(cudaStreamDestroy(lane->stream));
+    }
+    // Partitions usually go right after their lanes: leave none current on this thread.
+    if (entered) {
+      if (absl::Status left = runtime::LeavePartitions(); !left.ok()) {
+        spdlog::warn("CUDA backend: {}", left.ToString());
+      }
     }
   }
 
@@ -140,8 +148,9 @@ class CudaOpsImpl final : public CudaOps {
     const size_t index = partition == nullptr ? 0 : static_cast<size_t>(partition->id()) + 1;
     if (partition != nullptr) {
       RETURN_IF_ERROR(partition->Enter());
-    } else {
+    } else if (lane_index_ != 0) {
       // The primary context again: the thread must not keep one that may be destroyed first.
+      RETURN_IF_ERROR(runtime::LeavePartitions());
       CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
     }
     if (index >= lanes_.size()) lanes_.resize(index + 1);

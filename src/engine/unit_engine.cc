@@ -42,7 +42,7 @@ std::string PartitionLabel(const runtime::SmPartition* partition) {
   return partition == nullptr ? "" : "?";
 }
 
-int PartitionId(const runtime::SmPartition* partition) {
+int PartitionId([[maybe_unused]] const runtime::SmPartition* partition) {
 #if MUXSERVE_WITH_CUDA
   if (partition != nullptr) return partition->id();
 #endif

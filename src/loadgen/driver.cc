@@ -120,6 +120,20 @@ class RunState {
   }
   void CancelLive();
 
+  // A call's object is gone (it still runs gRPC code between Completed and its deletion).
+  void Released() {
+    absl::MutexLock lock(&mu_);
+    ++released_;
+  }
+  // Waits until `total` calls are deleted: their contexts must go before the channel does.
+  void AwaitReleased(int64_t total) {
+    absl::MutexLock lock(&mu_);
+    auto all_released = [this, total]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return released_ == total;
+    };
+    mu_.Await(absl::Condition(&all_released));
+  }
+
   Progress Snapshot() {
     absl::MutexLock lock(&mu_);
     return progress_;
@@ -135,6 +149,7 @@ class RunState {
   std::set<Call*> live_ ABSL_GUARDED_BY(mu_);
   Progress progress_ ABSL_GUARDED_BY(mu_);
   std::vector<RequestRecord> records_ ABSL_GUARDED_BY(mu_);
+  int64_t released_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // One streaming Generate call; deletes itself when gRPC and every canceller are done with it.
@@ -148,6 +163,7 @@ class Call final : public grpc::ClientReadReactor<pb::GenerateResponse> {
     record_.prompt_tokens = spec.prompt_tokens;
     record_.output_tokens_requested = request_.sampling().max_tokens();
   }
+  ~Call() override { state_->Released(); }
 
   void Start(pb::Muxserve::Stub& stub, double timeout_s) {
     if (timeout_s > 0) {
@@ -392,6 +408,7 @@ std::vector<RequestRecord> RunOpenLoop(pb::Muxserve::Stub& stub,
     // A cancelled call always reaches OnDone, so this wait ends.
     state.AwaitAll(total, absl::InfiniteDuration());
   }
+  state.AwaitReleased(total);
   progress.Stop();
   return state.TakeRecords();
 }

@@ -435,4 +435,10 @@ absl::StatusOr<std::unique_ptr<PartitionSet>> PartitionSet::Create(
   return std::unique_ptr<PartitionSet>(std::move(*set));
 }
 
+absl::Status LeavePartitions() {
+  ASSIGN_OR_RETURN(auto set_current, DriverFunction<decltype(::cuCtxSetCurrent)>("cuCtxSetCurrent"));
+  CUDA_RETURN_IF_ERROR(set_current(nullptr));
+  return absl::OkStatus();
+}
+
 }  // namespace muxserve::runtime

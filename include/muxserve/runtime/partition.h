@@ -45,6 +45,11 @@ class SmPartition {
   virtual absl::StatusOr<cudaStream_t> CreateStream() const = 0;
 };
 
+// Makes no partition current on the calling thread, so that CUDA runtime calls there use the
+// device's primary context again (a partition's context must not outlive its PartitionSet on a
+// thread that goes on calling CUDA).
+[[nodiscard]] absl::Status LeavePartitions();
+
 class PartitionSet {
  public:
   // Makes every split on `device` (a CUDA runtime ordinal). Each split is a list of SM counts of
