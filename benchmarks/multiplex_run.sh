@@ -9,6 +9,8 @@
 #   ../shared/device/bundle.sh build/src/apps/muxserved build/src/apps/muxserve .devbundle
 # On the GPU machine, from the repository root:
 #   benchmarks/multiplex_run.sh ALPHA SCALE DURATION OUTDIR
+# Environment: KV (the shared KV pool, default 40GiB), DECODE_SHARE (muxserve mode: the decode
+# jobs' share of the SMs while a prefill runs, default 0.4), PARTITIONS (auto|green|none).
 # Each model's configured rate is its rate in the stream, so spatial mode splits SMs and KV by
 # the load it gets (rate x FLOPs per token, rate x KV bytes per token).
 set -uo pipefail
@@ -29,15 +31,15 @@ server:
   synthetic_dir: $out/synthetic
 runtime:
   backend: cuda
-  partitions: auto
+  partitions: ${PARTITIONS:-auto}
 kv_cache:
-  memory: 40GiB
+  memory: ${KV:-40GiB}
   block_bytes: 16KiB
 scheduler:
   mode: muxserve
   max_prefill_tokens: 2048
   max_batch_size: 256
-  decode_sm_share: 0.4
+  decode_sm_share: ${DECODE_SHARE:-0.4}
 models:
   - name: llama-1b   # Llama-3.2-1B shape: GQA, head size 64
     synthetic: {layers: 16, hidden: 2048, heads: 32, kv_heads: 8, intermediate: 8192,
