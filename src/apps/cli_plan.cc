@@ -37,9 +37,7 @@ int RunPlan(const PlanFlags& flags) {
     return kInvalidConfigExitCode;
   }
   absl::StatusOr<planner::Placement> placement =
-      config->placement.units.empty()
-          ? planner::PlanPlacement(*problem, **cost)
-          : planner::EvaluatePinned(*problem, config->placement.units, **cost);
+      planner::PlaceFromConfig(*config, *problem, **cost);
   if (!placement.ok()) {
     fmt::print(stderr, "error: {}\n", std::string(placement.status().message()));
     return kNoPlacementExitCode;

@@ -570,6 +570,7 @@ class Parser {
     RETURN_IF_ERROR(
         Require(scheduler->max_batch_size >= 1, map, "max_batch_size", "must be >= 1"));
     RETURN_IF_ERROR(GetDouble(map, "decode_sm_share", &scheduler->decode_sm_share));
+    scheduler->decode_sm_share_set = map.Find("decode_sm_share") != nullptr;
     return Require(scheduler->decode_sm_share > 0 && scheduler->decode_sm_share < 1, map,
                    "decode_sm_share",
                    absl::StrCat("must be between 0 and 1 (exclusive), got ",

@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <deque>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -330,14 +331,11 @@ void UnitEngine::Impl::RunJob(Lane* lane) {
   if (lane->cuda != nullptr) lane->status = lane->cuda->UsePartition(lane->partition);
 #endif
   if (lane->status.ok()) {
-    if (lane->own_ops == nullptr) {
-      absl::MutexLock lock(&cpu_compute_mu_);
-      lane->status =
-          lane->transformer->Sample(lane->plan, lane->kv, lane->sampling, &lane->sampled);
-    } else {
-      lane->status =
-          lane->transformer->Sample(lane->plan, lane->kv, lane->sampling, &lane->sampled);
-    }
+    // The CPU backend's lanes take turns: its kernels already use every core.
+    std::optional<absl::MutexLock> turn;
+    if (lane->own_ops == nullptr) turn.emplace(&cpu_compute_mu_);
+    lane->status =
+        lane->transformer->Sample(lane->plan, lane->kv, lane->sampling, &lane->sampled);
   }
   lane->ended = options_.clock->Now();
 }

@@ -579,6 +579,20 @@ absl::StatusOr<std::unique_ptr<CostModel>> CostModelFromConfig(const config::Con
   return std::unique_ptr<CostModel>(std::move(table));
 }
 
+absl::StatusOr<Placement> PlaceFromConfig(const config::Config& config,
+                                          const PlacementProblem& problem, const CostModel& cost) {
+  return config.placement.units.empty() ? PlanPlacement(problem, cost)
+                                        : EvaluatePinned(problem, config.placement.units, cost);
+}
+
+absl::StatusOr<ConfigPlan> PlanFromConfig(const config::Config& config) {
+  ConfigPlan plan;
+  ASSIGN_OR_RETURN(plan.problem, ProblemFromConfig(config));
+  ASSIGN_OR_RETURN(std::unique_ptr<CostModel> cost, CostModelFromConfig(config));
+  ASSIGN_OR_RETURN(plan.placement, PlaceFromConfig(config, plan.problem, *cost));
+  return plan;
+}
+
 std::string FormatPlacement(const PlacementProblem& problem, const Placement& placement) {
   const config::ClusterConfig& cluster = problem.cluster;
   std::string out = absl::StrFormat(

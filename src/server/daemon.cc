@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string_view>
 #include <system_error>
@@ -20,6 +21,7 @@
 #include "muxserve/runtime/device.h"
 #include "muxserve/server/access_control.h"
 #include "muxserve/server/model_loader.h"
+#include "muxserve/server/startup_plan.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -139,14 +141,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const config::Config& conf
   for (const config::ModelConfig& model : config.models) model_names.push_back(model.name);
   daemon->metrics_ = std::make_unique<Metrics>(model_names);
 
-  engine::UnitOptions unit_options;
+  // Logged and partly applied: the daemon still runs one unit on one device.
+  const std::optional<planner::ConfigPlan> plan = PlanAtStartup(config);
+  engine::UnitOptions unit_options = ResolveUnitOptions(config, plan ? &*plan : nullptr);
   unit_options.name = kUnitName;
   unit_options.backend = daemon->backend_;
-  unit_options.cpu_threads = config.runtime.cpu_threads;
-  unit_options.kv_cache = config.kv_cache;
-  unit_options.scheduler = config.scheduler;
-  unit_options.max_queued_requests = config.server.max_queued_requests;
-  unit_options.partitions = config.runtime.partitions;
   if (config.scheduler.mode == config::SchedulerMode::kSpatial) {
     ASSIGN_OR_RETURN(unit_options.spatial_sm_shares, SpatialSmShares(config.models));
   }

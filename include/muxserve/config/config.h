@@ -48,6 +48,8 @@ struct SchedulerConfig {
   // muxserve mode on a GPU: the share of the SMs decode jobs get while a prefill job runs (the
   // prefill job gets the rest); either kind alone gets the whole GPU.
   double decode_sm_share = 0.4;
+  // Whether the YAML set decode_sm_share; when not, the daemon takes it from the placement plan.
+  bool decode_sm_share_set = false;
 };
 
 struct SyntheticSpec {

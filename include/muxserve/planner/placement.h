@@ -88,6 +88,18 @@ absl::StatusOr<PlacementProblem> ProblemFromConfig(const config::Config& config)
 // The cost model the config asks for: its cost table, or the roofline estimate.
 absl::StatusOr<std::unique_ptr<CostModel>> CostModelFromConfig(const config::Config& config);
 
+// What `muxserve plan` and the daemon's start-up run: the YAML's pinned units sized
+// (EvaluatePinned) when it pins them, else the greedy's placement (PlanPlacement).
+absl::StatusOr<Placement> PlaceFromConfig(const config::Config& config,
+                                          const PlacementProblem& problem, const CostModel& cost);
+
+// A config's problem and its placement (ProblemFromConfig, CostModelFromConfig, PlaceFromConfig).
+struct ConfigPlan {
+  PlacementProblem problem;
+  Placement placement;
+};
+absl::StatusOr<ConfigPlan> PlanFromConfig(const config::Config& config);
+
 // The enumeration-based greedy. Errors (INVALID_ARGUMENT / RESOURCE_EXHAUSTED) name the model,
 // what it needs and what the cluster offers.
 absl::StatusOr<Placement> PlanPlacement(const PlacementProblem& problem, const CostModel& cost);

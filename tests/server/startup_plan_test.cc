@@ -1,0 +1,200 @@
+// The placement plan at daemon start-up: what is logged, what is applied to the one unit, and
+// that a failed plan never stops the daemon.
+#include "muxserve/server/startup_plan.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "muxserve/server/daemon.h"
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
+
+namespace muxserve::server {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Routes spdlog's default logger into a buffer while alive.
+class CapturedLog {
+ public:
+  CapturedLog()
+      : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000)),
+        previous_(spdlog::default_logger()) {
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("captured", sink_));
+  }
+  ~CapturedLog() { spdlog::set_default_logger(previous_); }
+  CapturedLog(const CapturedLog&) = delete;
+  CapturedLog& operator=(const CapturedLog&) = delete;
+
+  std::string Text() const { return absl::StrJoin(sink_->last_formatted(), ""); }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+constexpr char kTinyModel[] = R"(
+  - name: tiny
+    synthetic: {layers: 2, hidden: 64, heads: 4, kv_heads: 2, intermediate: 128,
+                max_position: 512, seed: 7}
+)";
+
+std::string WithTinyModel(const std::string& sections) { return sections + "models:" + kTinyModel; }
+
+config::Config Parse(const std::string& yaml) {
+  absl::StatusOr<config::Config> config = config::ParseConfig(yaml, "startup.yaml");
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? *std::move(config) : config::Config{};
+}
+
+// A plan of one unit holding `a` (rate 3, decode share 0.5) and `b` (rate 1, decode share 0.25).
+planner::ConfigPlan TwoLlmPlan() {
+  planner::ConfigPlan plan;
+  plan.problem.models.resize(2);
+  plan.problem.models[0].name = "a";
+  plan.problem.models[0].rate = 3;
+  plan.problem.models[1].name = "b";
+  plan.problem.models[1].rate = 1;
+  planner::UnitPlan unit;
+  unit.gpus = {0};
+  unit.llms = {{.model = 0, .decode_sm_share = 0.5}, {.model = 1, .decode_sm_share = 0.25}};
+  plan.placement.units = {unit};
+  return plan;
+}
+
+TEST(StartupPlanTest, ConfigKnowsWhetherDecodeShareWasSet) {
+  EXPECT_FALSE(Parse(WithTinyModel("scheduler: {mode: muxserve}\n")).scheduler.decode_sm_share_set);
+  const config::Config set = Parse(WithTinyModel("scheduler: {decode_sm_share: 0.3}\n"));
+  EXPECT_TRUE(set.scheduler.decode_sm_share_set);
+  EXPECT_DOUBLE_EQ(set.scheduler.decode_sm_share, 0.3);
+}
+
+TEST(StartupPlanTest, DecodeShareIsTheRateWeightedMeanOfTheFirstUnit) {
+  const planner::ConfigPlan plan = TwoLlmPlan();
+  ASSERT_TRUE(PlannedDecodeSmShare(plan).has_value());
+  EXPECT_DOUBLE_EQ(*PlannedDecodeSmShare(plan), (3 * 0.5 + 1 * 0.25) / 4);
+
+  planner::ConfigPlan whole = TwoLlmPlan();
+  whole.placement.units[0].llms = {{.model = 0, .decode_sm_share = 1.0}};
+  EXPECT_DOUBLE_EQ(*PlannedDecodeSmShare(whole), 0.875);  // the prefill keeps 1/8
+
+  EXPECT_FALSE(PlannedDecodeSmShare(planner::ConfigPlan{}).has_value());
+}
+
+TEST(StartupPlanTest, PlanSetsDecodeShareOnlyWhenTheConfigDoesNot) {
+  const planner::ConfigPlan plan = TwoLlmPlan();
+  const double planned = (3 * 0.5 + 1 * 0.25) / 4;
+
+  const config::Config unset = Parse(WithTinyModel("scheduler: {max_batch_size: 8}\n"));
+  EXPECT_DOUBLE_EQ(ResolveUnitOptions(unset, &plan).scheduler.decode_sm_share, planned);
+  EXPECT_EQ(ResolveUnitOptions(unset, &plan).scheduler.max_batch_size, 8);
+  EXPECT_DOUBLE_EQ(ResolveUnitOptions(unset, nullptr).scheduler.decode_sm_share,
+                   config::SchedulerConfig{}.decode_sm_share);
+
+  const config::Config explicit_share = Parse(WithTinyModel("scheduler: {decode_sm_share: 0.3}\n"));
+  EXPECT_DOUBLE_EQ(ResolveUnitOptions(explicit_share, &plan).scheduler.decode_sm_share, 0.3);
+
+  const config::Config spatial = Parse(WithTinyModel("scheduler: {mode: spatial}\n"));
+  EXPECT_DOUBLE_EQ(ResolveUnitOptions(spatial, &plan).scheduler.decode_sm_share,
+                   config::SchedulerConfig{}.decode_sm_share);
+}
+
+TEST(StartupPlanTest, LogsThePlanTableOfMuxservePlan) {
+  const config::Config config = Parse(std::string("models:") + kTinyModel);
+  CapturedLog log;
+  const std::optional<planner::ConfigPlan> plan = PlanAtStartup(config);
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_THAT(log.Text(),
+              HasSubstr(planner::FormatPlacement(plan->problem, plan->placement).substr(0, 40)));
+  EXPECT_THAT(log.Text(), AllOf(HasSubstr("placement plan"), HasSubstr("SM PRE/DEC"),
+                                HasSubstr("tiny"), HasSubstr("predicted throughput")));
+  EXPECT_THAT(log.Text(), Not(HasSubstr("not wired")));
+}
+
+TEST(StartupPlanTest, WarnsWhenThePlanNeedsMoreThanOneGpu) {
+  const config::Config config = Parse(std::string(R"(
+cluster: {gpus_per_node: 2}
+placement:
+  units: [{gpus: [0], models: [tiny]}, {gpus: [1], models: [other]}]
+models:)") + kTinyModel + R"(
+  - name: other
+    synthetic: {layers: 2, hidden: 64, heads: 4, intermediate: 128}
+)");
+  CapturedLog log;
+  ASSERT_TRUE(PlanAtStartup(config).has_value());
+  EXPECT_THAT(log.Text(), AllOf(HasSubstr("[warning]"), HasSubstr("unit0 (node0 GPU 0: tiny)"),
+                                HasSubstr("unit1 (node0 GPU 1: other)"),
+                                HasSubstr("multi-unit serving is not wired")));
+}
+
+// A model larger than any unit: the planner's error is logged and the daemon serves anyway.
+TEST(StartupPlanTest, DaemonStartsAndServesWhenPlanningFails) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("muxserve_startup_plan_test_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  const config::Config config = Parse(R"(
+server:
+  grpc_address: 127.0.0.1:0
+  metrics_address: ""
+  shutdown_grace_seconds: 0.1
+  synthetic_dir: )" + (dir / "synthetic").string() +
+                                      R"(
+runtime: {backend: cpu, cpu_threads: 1}
+kv_cache: {memory: 16MiB}
+cluster: {gpu: {memory: 100KB}}
+models:)" + kTinyModel);
+  std::string text;
+  {
+    CapturedLog log;
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, {});
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    ASSERT_TRUE((*daemon)->WaitForModels(absl::Seconds(60)));
+    EXPECT_TRUE((*daemon)->router().FindServing("tiny").ok());
+    daemon->reset();
+    text = log.Text();
+  }
+  fs::remove_all(dir);
+  EXPECT_THAT(text, AllOf(HasSubstr("[warning]"), HasSubstr("no placement plan"),
+                          HasSubstr("model 'tiny' needs"), HasSubstr("offers")));
+  EXPECT_THAT(text, Not(HasSubstr("SM PRE/DEC")));
+}
+
+// The daemon's own start-up log carries the table and the decode share it took from it.
+TEST(StartupPlanTest, DaemonLogsThePlanAtStartup) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("muxserve_startup_plan_log_test_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  const config::Config config = Parse(R"(
+server:
+  grpc_address: 127.0.0.1:0
+  metrics_address: ""
+  shutdown_grace_seconds: 0.1
+  synthetic_dir: )" + (dir / "synthetic").string() +
+                                      R"(
+runtime: {backend: cpu, cpu_threads: 1}
+kv_cache: {memory: 16MiB}
+models:)" + kTinyModel);
+  std::string text;
+  {
+    CapturedLog log;
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, {});
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon->reset();
+    text = log.Text();
+  }
+  fs::remove_all(dir);
+  EXPECT_THAT(text, AllOf(HasSubstr("placement plan"), HasSubstr("SM PRE/DEC"),
+                          HasSubstr("of the SMs beside a prefill (the plan's")));
+}
+
+}  // namespace
+}  // namespace muxserve::server
