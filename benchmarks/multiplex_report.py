@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Collects the printed reports of benchmarks/multiplex_run.sh runs (one log per run, named
-aALPHA_sSCALE_KV.log) into benchmarks/results/multiplex.json and prints a table.
+aALPHA_sSCALE_KV.log for the three modes, aALPHA_sSCALE_KV_PARTITIONS_SHARE.log for muxserve alone
+with other partitions or decode shares) into benchmarks/results/multiplex.json and prints tables.
 
   benchmarks/multiplex_report.py benchmarks/results/multiplex/*.log
 """
@@ -14,10 +15,13 @@ MODES = ("muxserve", "temporal", "spatial")
 
 def parse_log(path):
     text = Path(path).read_text()
-    name = re.match(r"a([\d.]+)_s(\d+)_(\w+)\.log", Path(path).name)
+    name = re.match(r"a([\d.]+)_s(\d+)_(\d+GiB)(?:_(\w+)_([\d.]+))?\.log", Path(path).name)
     run = {"alpha": float(name[1]), "rate_scale": float(name[2]), "kv_pool": name[3],
+           "partitions": name[4] or "green", "decode_sm_share": float(name[5] or 0.4),
            "modes": {}}
     for mode in MODES:
+        if f"== {mode} ==" not in text:
+            continue
         section = text.split(f"== {mode} ==")[1].split("== ")[0]
         overall = re.search(r"^overall\s+(.*)$", section, re.M)[1].split()
         weighted = re.search(r"rate-weighted.*?: ([\d.]+) req/s, ([\d.]+) tok/s", section)
@@ -36,17 +40,35 @@ def parse_log(path):
             "tpot_ms_p50": tpot[0], "tpot_ms_p99": tpot[2],
             "slo_attainment": slo,
         }
-    m = run["modes"]
-    run["muxserve_vs_spatial_throughput"] = (
-        m["muxserve"]["throughput_rps_weighted"] / m["spatial"]["throughput_rps_weighted"])
-    run["muxserve_vs_temporal_throughput"] = (
-        m["muxserve"]["throughput_rps_weighted"] / m["temporal"]["throughput_rps_weighted"])
     return run
 
 
+def compare(run, baseline):
+    """muxserve of `run` against the baselines of `baseline` (the same stream)."""
+    mux = run["modes"]["muxserve"]
+    for mode in ("spatial", "temporal"):
+        base = baseline["modes"][mode]
+        run[f"muxserve_vs_{mode}_throughput"] = (
+            mux["throughput_rps_weighted"] / base["throughput_rps_weighted"])
+        run[f"slo_scales_below_{mode}"] = [
+            scale for scale, share in mux["slo_attainment"].items()
+            if share < base["slo_attainment"][scale]]
+
+
 def main():
-    runs = sorted((parse_log(p) for p in sys.argv[1:]),
-                  key=lambda r: (r["alpha"], r["kv_pool"], r["rate_scale"]))
+    parsed = [parse_log(p) for p in sys.argv[1:]]
+    key = lambda r: (r["alpha"], r["kv_pool"], r["rate_scale"])
+    # The main runs use green partitions (muxserve's decode/prefill split); variants change them
+    # (auto: the default, which resolves to none in muxserve mode) and are compared with their
+    # own baselines when they ran them, else with the main run's.
+    runs = sorted((r for r in parsed if r["partitions"] == "green" and len(r["modes"]) == 3),
+                  key=key)
+    variants = sorted((r for r in parsed if r not in runs), key=key)
+    baselines = {key(r): r for r in runs}
+    for run in runs:
+        compare(run, run)
+    for variant in variants:
+        compare(variant, variant if len(variant["modes"]) == 3 else baselines[key(variant)])
     print(f"{'alpha':>5} {'scale':>5} {'KV':>6}  {'mode':<9}{'req/s w':>8}{'req/s sum':>10}"
           f"{'TTFT p50/p99 ms':>18}{'TPOT p50/p99 ms':>17}{'SLO@5':>7}{'SLO@10':>7}")
     for run in runs:
@@ -58,12 +80,23 @@ def main():
                   f"{r['slo_attainment'][5]:>7.1%}{r['slo_attainment'][10]:>7.1%}")
         print(f"{'':>19}muxserve / spatial {run['muxserve_vs_spatial_throughput']:.2f}x, "
               f"/ temporal {run['muxserve_vs_temporal_throughput']:.2f}x")
+    print("\nmuxserve with other partitions (against the same stream's baselines):")
+    for v in variants:
+        r = v["modes"]["muxserve"]
+        print(f"{v['alpha']:>5} {v['rate_scale']:>5.0f} {v['kv_pool']:>6}  "
+              f"{v['partitions']:>5} {v['decode_sm_share']:<5}{r['throughput_rps_weighted']:>8.2f}"
+              f"  / spatial {v['muxserve_vs_spatial_throughput']:.2f}x"
+              f"  / temporal {v['muxserve_vs_temporal_throughput']:.2f}x"
+              f"  SLO@5 {r['slo_attainment'][5]:.0%} SLO@10 {r['slo_attainment'][10]:.0%}"
+              f"  SLO scales below spatial {v['slo_scales_below_spatial']}")
     report = {
         "benchmark": "multiplex",
         "card": "NVIDIA H100 80GB HBM3, 132 SMs (driver 580.159.04)",
         "date": "2026-11-25",
         "command": "benchmarks/multiplex_run.sh ALPHA SCALE 30 OUT (KV=10GiB for the tight-pool "
-                   "runs), then benchmarks/multiplex_report.py benchmarks/results/multiplex/*.log",
+                   "runs; PARTITIONS=none or DECODE_SHARE=S with MODES=muxserve for the "
+                   "variants), then benchmarks/multiplex_report.py "
+                   "benchmarks/results/multiplex/*.log",
         "models": "llama-1b (Llama-3.2-1B shape), llama-3b (Llama-3.2-3B shape), llama-7b "
                   "(Llama-2-7B shape), bf16 weights drawn on the GPU, popularity rank in that "
                   "order, configured rates = stream rates",
@@ -75,6 +108,7 @@ def main():
                   "= share of requests whose end-to-end latency <= scale x the model's isolated "
                   "latency (measured once, before the runs); aborted requests miss the SLO",
         "runs": runs,
+        "muxserve_variants": variants,
     }
     out = Path(__file__).resolve().parent / "results" / "multiplex.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -10,7 +10,8 @@
 # On the GPU machine, from the repository root:
 #   benchmarks/multiplex_run.sh ALPHA SCALE DURATION OUTDIR
 # Environment: KV (the shared KV pool, default 40GiB), DECODE_SHARE (muxserve mode: the decode
-# jobs' share of the SMs while a prefill runs, default 0.4), PARTITIONS (auto|green|none).
+# jobs' share of the SMs while a prefill runs, default 0.4), PARTITIONS (auto|green|none), MODES
+# (default muxserve,temporal,spatial).
 # Each model's configured rate is its rate in the stream, so spatial mode splits SMs and KV by
 # the load it gets (rate x FLOPs per token, rate x KV bytes per token).
 set -uo pipefail
@@ -61,7 +62,7 @@ models:
     max_context: 2048
 YAML
 
-.devbundle/muxserve experiment --config "$out/config.yaml" --modes muxserve,temporal,spatial \
+.devbundle/muxserve experiment --config "$out/config.yaml" --modes "${MODES:-muxserve,temporal,spatial}" \
   --daemon .devbundle/muxserved --alpha "$alpha" --rate-scale "$scale" --duration "$duration" \
   --lengths sharegpt --drain-timeout 20 --probe-repeats 1 --probe-lengths 64,512 --no-plots \
   --quiet --out "$out/experiment"

@@ -871,9 +871,17 @@ absl::StatusOr<PartitionPlan> MakePartitionPlan(const UnitOptions& options) {
       break;
     }
   }
+  // auto: exclusive partitions where the mode needs fixed shares (spatial); elsewhere the jobs
+  // share the whole GPU, which measured faster on the H100 than a fixed decode/prefill split
+  // (docs/benchmarks.md: decode reaches full bandwidth on part of the SMs and fills in around a
+  // prefill's blocks).
+  config::PartitionBackend backend = options.partitions;
+  if (backend == config::PartitionBackend::kAuto &&
+      options.scheduler.mode != config::SchedulerMode::kSpatial) {
+    backend = config::PartitionBackend::kNone;
+  }
   PartitionPlan plan;
-  ASSIGN_OR_RETURN(plan.set,
-                   runtime::PartitionSet::Create(options.partitions, options.device, splits));
+  ASSIGN_OR_RETURN(plan.set, runtime::PartitionSet::Create(backend, options.device, splits));
   plan.whole = plan.set->split(0).front();
   if (options.scheduler.mode == config::SchedulerMode::kMuxserve) {
     plan.decode = plan.set->split(1)[0];

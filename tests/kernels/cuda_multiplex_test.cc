@@ -107,6 +107,8 @@ ModeRun Serve(config::SchedulerMode mode, const std::vector<TestModel>& models,
   options.kv_cache = {.memory_bytes = 64 << 20, .block_bytes = 16384};
   options.scheduler.mode = mode;
   options.scheduler.max_prefill_tokens = 256;
+  // Exclusive partitions, so that each job's partition shows in its report.
+  options.partitions = config::PartitionBackend::kGreen;
   for (const TestModel& m : models) options.spatial_sm_shares.emplace_back(m.name, 0.5);
   auto engine = UnitEngine::Create(options, &recorder);
   EXPECT_TRUE(engine.ok()) << engine.status();
