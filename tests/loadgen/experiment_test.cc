@@ -2,6 +2,8 @@
 // files) and its mode list.
 #include "muxserve/loadgen/experiment.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -19,7 +21,8 @@ namespace fs = std::filesystem;
 class WriteConfigTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::path(testing::TempDir()) / "loadgen_write_config";
+    // ctest runs the tests of this fixture as parallel processes: a folder each.
+    root_ = fs::path(testing::TempDir()) / ("loadgen_write_config_" + std::to_string(getpid()));
     fs::remove_all(root_);
     fs::create_directories(root_ / "configs");
     fs::create_directories(root_ / "models" / "real");
