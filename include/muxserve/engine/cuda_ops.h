@@ -1,12 +1,13 @@
 // The CUDA backend of engine::Ops: bf16 weights, activations and KV blocks with fp32
 // accumulation; GEMMs through cuBLAS (cublasLt, tuned, for decode batches) or our GEMV (up to 8
-// rows), everything else through our kernels (kernels/*.cuh). All work runs in order on one
-// stream; CopyToHost is the only call that waits for it. Only in CUDA builds
-// (MUXSERVE_WITH_CUDA).
+// rows), everything else through our kernels (kernels/*.cuh). A step's work runs in order on the
+// stream of the current partition (UsePartition); CopyToHost and SampleRows are the only calls
+// that wait for it. One instance runs one step at a time: give each concurrent job its own.
+// Only in CUDA builds (MUXSERVE_WITH_CUDA).
 //
 // Errors: the ops return nothing, so the first failure of a step (a failed launch, a cuBLAS
-// error, a shape the kernels do not support) is kept and returned by that step's CopyToHost;
-// BeginStep starts each step clean.
+// error, a shape the kernels do not support) is kept and returned by that step's CopyToHost or
+// SampleRows; BeginStep starts each step clean.
 #pragma once
 
 #if MUXSERVE_WITH_CUDA
@@ -31,9 +32,10 @@ struct CudaKernelChoices {
   bool gemv_for_few_rows = true;
   // Decode steps (every sequence one new token) run eagerly the first time a shape is seen
   // (tuning their GEMMs), are captured as a CUDA graph the second time and replayed after. A
-  // graph is keyed by the model (its embedding table), the number of sequences and logit rows,
-  // and the context rounded up to a multiple of 256 (which sets the attention's context splits);
-  // it holds the KV pool the step was captured with, so a model must keep one pool. Growing the
+  // graph is keyed by the partition, the model (its embedding table and activations), the
+  // number of sequences and logit rows, and the context rounded up to a multiple of 256 (which
+  // sets the attention's context splits); it holds the KV pool the step was captured with, so a
+  // model must keep one pool. The least recently used graph goes when 256 are kept; growing the
   // step metadata buffer drops all graphs.
   bool decode_graphs = true;
 };
