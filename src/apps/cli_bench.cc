@@ -387,28 +387,6 @@ void PrintWorkload(const lg::PreparedWorkload& workload) {
       rows);
 }
 
-// lg::RunBench, over the channel of the --addr, --token and --tls* flags.
-absl::StatusOr<lg::BenchResult> RunBenchOver(const ChannelFlags& channel_flags,
-                                             const lg::BenchOptions& options) {
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, OpenChannel(channel_flags));
-  auto stub = v1::Muxserve::NewStub(std::move(channel));
-  ASSIGN_OR_RETURN(const std::vector<lg::ServedModel> served, lg::ListServingModels(*stub));
-  if (served.empty()) {
-    return absl::FailedPreconditionError(
-        fmt::format("no model is SERVING at {}", channel_flags.address));
-  }
-  ASSIGN_OR_RETURN(lg::PreparedWorkload workload, lg::PrepareWorkload(options.workload, served));
-  ASSIGN_OR_RETURN(lg::BaseLatencies base,
-                   lg::ObtainBaseLatencies(*stub, options.slo_base, workload.rates, served,
-                                           options.probe, options.on_base_model));
-  ASSIGN_OR_RETURN(lg::BenchResult result,
-                   lg::RunPrepared(*stub, std::move(workload), std::move(base), options));
-  if (!options.out_dir.empty()) {
-    RETURN_IF_ERROR(lg::WriteBenchOutputs(options.out_dir, result, options));
-  }
-  return result;
-}
-
 int RunBenchCommand(const BenchFlags& flags) {
   absl::StatusOr<lg::BenchOptions> options = ToBenchOptions(flags.workload);
   if (!options.ok()) return Fail(options.status());
@@ -442,7 +420,9 @@ int RunBenchCommand(const BenchFlags& flags) {
     fmt::print(stderr, "measuring the base latency of {} (alone, batch 1)\n", model);
   };
   options->out_dir = out;
-  absl::StatusOr<lg::BenchResult> result = RunBenchOver(flags.channel, *options);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = OpenChannel(flags.channel);
+  if (!channel.ok()) return Fail(channel.status());
+  absl::StatusOr<lg::BenchResult> result = lg::RunBenchOn(*std::move(channel), *options);
   progress->End();
   if (!result.ok()) return Fail(result.status());
   if (result->workload.clipped > 0) {

@@ -232,7 +232,12 @@ absl::StatusOr<BenchResult> RunPrepared(pb::Muxserve::Stub& stub, PreparedWorklo
 }
 
 absl::StatusOr<BenchResult> RunBench(const BenchOptions& options) {
-  auto stub = pb::Muxserve::NewStub(Connect(options.address));
+  return RunBenchOn(Connect(options.address), options);
+}
+
+absl::StatusOr<BenchResult> RunBenchOn(std::shared_ptr<grpc::Channel> channel,
+                                       const BenchOptions& options) {
+  auto stub = pb::Muxserve::NewStub(std::move(channel));
   ASSIGN_OR_RETURN(const std::vector<ServedModel> served, ListServingModels(*stub));
   if (served.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("no model is SERVING at ", options.address));

@@ -94,6 +94,9 @@ absl::StatusOr<BenchResult> RunPrepared(v1::Muxserve::Stub& stub, PreparedWorklo
 
 // Connects to options.address and does everything, writing the files when out_dir is set.
 absl::StatusOr<BenchResult> RunBench(const BenchOptions& options);
+// The same over a channel of the caller's (bearer token, TLS); options.address only names it.
+absl::StatusOr<BenchResult> RunBenchOn(std::shared_ptr<grpc::Channel> channel,
+                                       const BenchOptions& options);
 
 [[nodiscard]] absl::Status WriteBenchOutputs(const std::filesystem::path& dir,
                                              const BenchResult& result,
