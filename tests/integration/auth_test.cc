@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "muxserve/common/status.h"
 #include "nlohmann/json.hpp"
+#include "certificates.h"
 #include "process.h"
 #include "serving.h"
 
@@ -247,58 +248,6 @@ TEST_F(TokenAuthTest, StreamsPerClientAreLimitedPerToken) {
 
 // --- TLS --------------------------------------------------------------------------------------
 
-// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI.
-struct Certificates {
-  std::string ca;
-  std::string server_cert;
-  std::string client_cert;
-  std::string client_key;
-  fs::path dir;
-};
-
-std::optional<fs::path> FindOpenssl() {
-  for (const char* candidate : {"/usr/bin/openssl", "/usr/local/bin/openssl"}) {
-    if (fs::exists(candidate)) return fs::path(candidate);
-  }
-  return std::nullopt;
-}
-
-absl::StatusOr<Certificates> MakeCertificates(const fs::path& openssl, const fs::path& dir) {
-  fs::create_directories(dir);
-  { std::ofstream(dir / "server.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n"; }
-  const std::string ec = "ec";
-  const std::vector<std::vector<std::string>> steps = {
-      {"req", "-x509", "-newkey", ec, "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-       "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=muxserve test CA"},
-      {"req", "-newkey", ec, "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-       "server.key", "-out", "server.csr", "-subj", "/CN=localhost"},
-      {"x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-       "-out", "server.crt", "-days", "2", "-extfile", "server.ext"},
-      {"req", "-newkey", ec, "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-       "client.key", "-out", "client.csr", "-subj", "/CN=muxserve test client"},
-      {"x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-       "-out", "client.crt", "-days", "2"},
-  };
-  for (const std::vector<std::string>& step : steps) {
-    std::vector<std::string> argv = {
-        "/bin/sh", "-c",
-        absl::StrCat("cd '", dir.string(), "' && '", openssl.string(), "' \"$@\"", " 2>&1"),
-        "openssl"};
-    argv.insert(argv.end(), step.begin(), step.end());
-    ASSIGN_OR_RETURN(ProcessResult result, RunProcess(argv, dir, std::chrono::seconds(30)));
-    if (result.exit_code != 0) {
-      return absl::InternalError(absl::StrCat("openssl ", step[0], " failed: ", result.out));
-    }
-  }
-  Certificates certificates;
-  certificates.dir = dir;
-  certificates.ca = ReadFileOrEmpty(dir / "ca.crt");
-  certificates.server_cert = ReadFileOrEmpty(dir / "server.crt");
-  certificates.client_cert = ReadFileOrEmpty(dir / "client.crt");
-  certificates.client_key = ReadFileOrEmpty(dir / "client.key");
-  return certificates;
-}
-
 // A muxserved whose API speaks TLS: DaemonProcess dials in plaintext, so this one is started
 // and awaited here.
 class TlsDaemon {
@@ -369,9 +318,9 @@ class TlsTest : public ScratchTest {
   void SetUp() override {
     ScratchTest::SetUp();
     if (HasFatalFailure()) return;
-    std::optional<fs::path> openssl = FindOpenssl();
-    if (!openssl) GTEST_SKIP() << "no openssl binary to make test certificates with";
-    absl::StatusOr<Certificates> certificates = MakeCertificates(*openssl, serving().dir() / "tls");
+    absl::StatusOr<Certificates> certificates =
+        MakeCertificates(serving().dir() / "tls", "IP:127.0.0.1,DNS:localhost");
+    if (absl::IsNotFound(certificates.status())) GTEST_SKIP() << certificates.status();
     ASSERT_TRUE(certificates.ok()) << certificates.status();
     certificates_ = *certificates;
   }

@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "muxserve/common/status.h"
 #include "nlohmann/json.hpp"
+#include "certificates.h"
 #include "process.h"
 #include "serving.h"
 
@@ -29,50 +30,6 @@ constexpr char kSecret[] = "cli-secret-5e0b7d21c4";
 // The only name in the server's certificate: clients dialing 127.0.0.1 must name it.
 constexpr char kServerName[] = "muxserve.test";
 constexpr std::chrono::seconds kCliTimeout{30};
-
-// A CA, a server certificate for kServerName and a client certificate, by the openssl CLI.
-absl::Status MakeCertificates(const fs::path& dir) {
-  const fs::path openssl = "/usr/bin/openssl";
-  if (!fs::exists(openssl)) return absl::NotFoundError("no /usr/bin/openssl");
-  fs::create_directories(dir);
-  { std::ofstream(dir / "server.ext") << "subjectAltName=DNS:" << kServerName << "\n"; }
-  const std::vector<std::string> new_key = {"-newkey", "ec", "-pkeyopt",
-                                            "ec_paramgen_curve:prime256v1", "-nodes"};
-  auto request = [&](const std::string& name, const std::string& subject) {
-    std::vector<std::string> step = {"req"};
-    step.insert(step.end(), new_key.begin(), new_key.end());
-    step.insert(step.end(), {"-keyout", name + ".key", "-out", name + ".csr", "-subj", subject});
-    return step;
-  };
-  auto sign = [](const std::string& name, std::vector<std::string> extra) {
-    std::vector<std::string> step = {"x509",        "-req",   "-in",    name + ".csr",     "-CA",
-                                     "ca.crt",      "-CAkey", "ca.key", "-CAcreateserial", "-out",
-                                     name + ".crt", "-days",  "2"};
-    step.insert(step.end(), extra.begin(), extra.end());
-    return step;
-  };
-  std::vector<std::string> ca = {"req", "-x509"};
-  ca.insert(ca.end(), new_key.begin(), new_key.end());
-  ca.insert(ca.end(), {"-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=cli CA"});
-  const std::vector<std::vector<std::string>> steps = {
-      ca,
-      request("server", "/CN=muxserve server"),
-      sign("server", {"-extfile", "server.ext"}),
-      request("client", "/CN=muxserve client"),
-      sign("client", {}),
-  };
-  for (const std::vector<std::string>& step : steps) {
-    std::vector<std::string> argv = {
-        "/bin/sh", "-c",
-        absl::StrCat("cd '", dir.string(), "' && '", openssl.string(), "' \"$@\" 2>&1"), "openssl"};
-    argv.insert(argv.end(), step.begin(), step.end());
-    ASSIGN_OR_RETURN(ProcessResult result, RunProcess(argv, dir, std::chrono::seconds(30)));
-    if (result.exit_code != 0) {
-      return absl::InternalError(absl::StrCat("openssl ", step[0], " failed: ", result.out));
-    }
-  }
-  return absl::OkStatus();
-}
 
 // One muxserved with tokens and mutual TLS for every test of the suite. DaemonProcess dials in
 // plaintext, so this one is started here and known ready by its ready file.
@@ -90,9 +47,10 @@ class CliAuthTest : public ScratchTest {
     ScratchTest::SetUp();
     if (HasFatalFailure() || pid_ > 0) return;
     certs_ = serving().dir() / "cli-tls";
-    const absl::Status made = MakeCertificates(certs_);
-    if (absl::IsNotFound(made)) GTEST_SKIP() << made;
-    ASSERT_TRUE(made.ok()) << made;
+    const absl::StatusOr<Certificates> made =
+        MakeCertificates(certs_, absl::StrCat("DNS:", kServerName));
+    if (absl::IsNotFound(made.status())) GTEST_SKIP() << made.status();
+    ASSERT_TRUE(made.ok()) << made.status();
     { std::ofstream(certs_ / "token") << kSecret << "\n"; }
     { std::ofstream(certs_ / "wrong-token") << "not-the-secret\n"; }
 
