@@ -23,29 +23,12 @@
 namespace muxserve::engine {
 namespace {
 
+using ::muxserve::testing::Bf16Spec;
 using ::muxserve::testing::PagedSequences;
+using ::muxserve::testing::TokenCollector;
 using ::muxserve::testing::RelativeError;
 
 constexpr int64_t kBlockBytes = 16384;
-
-model::ModelSpec Spec(int64_t layers, int64_t hidden, int64_t heads, int64_t kv_heads,
-                      int64_t intermediate, bool qkv_bias) {
-  model::ModelSpec spec;
-  spec.architecture = qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
-  spec.model_type = qkv_bias ? "qwen2" : "llama";
-  spec.vocab_size = 320;
-  spec.hidden_size = hidden;
-  spec.intermediate_size = intermediate;
-  spec.num_layers = layers;
-  spec.num_heads = heads;
-  spec.num_kv_heads = kv_heads;
-  spec.head_dim = hidden / heads;
-  spec.max_position_embeddings = 1024;
-  spec.rms_norm_eps = 1e-5;
-  spec.qkv_bias = qkv_bias;
-  spec.dtype = DType::kBFloat16;
-  return spec;
-}
 
 std::filesystem::path WriteModel(const std::string& name, const model::ModelSpec& spec) {
   const std::filesystem::path dir =
@@ -199,40 +182,16 @@ TEST_P(CudaTransformerTest, LogitsMatchCpuBackendThroughChunksAndDecode) {
 
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaTransformerTest,
-    ::testing::Values(ModelCase{"llama_gqa_d64", Spec(2, 256, 4, 2, 688, false)},
-                      ModelCase{"qwen_bias_d128", Spec(2, 256, 2, 1, 512, true)}),
+    ::testing::Values(ModelCase{"llama_gqa_d64", Bf16Spec(2, 256, 4, 2, 688, false)},
+                      ModelCase{"qwen_bias_d128", Bf16Spec(2, 256, 2, 1, 512, true)}),
     [](const ::testing::TestParamInfo<ModelCase>& info) { return info.param.name; });
-
-class Collector : public RequestSink {
- public:
-  void OnDelta(StreamDelta delta) override {
-    absl::MutexLock lock(&mu_);
-    ids_.insert(ids_.end(), delta.token_ids.begin(), delta.token_ids.end());
-  }
-  void OnFinish(const FinishInfo& info) override {
-    absl::MutexLock lock(&mu_);
-    finish_ = info;
-  }
-  std::vector<int32_t> Wait() {
-    absl::MutexLock lock(&mu_);
-    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_.has_value(); };
-    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(120)));
-    EXPECT_TRUE(finish_.has_value() && finish_->reason == FinishReason::kLength);
-    return ids_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<int32_t> ids_ ABSL_GUARDED_BY(mu_);
-  std::optional<FinishInfo> finish_ ABSL_GUARDED_BY(mu_);
-};
 
 // Greedy tokens of both backends through the whole engine (scheduler, chunked prefill, pool).
 // bf16 activations move logits by ~1e-2 of their scale, so a flip is only acceptable at a
 // near-tie of the CPU's own logits; that is checked by recomputing them on the CPU.
 TEST(CudaUnitEngineTest, GreedyTokensMatchCpuBackend) {
   if (!::muxserve::testing::HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
-  const model::ModelSpec spec = Spec(2, 256, 4, 2, 688, false);
+  const model::ModelSpec spec = Bf16Spec(2, 256, 4, 2, 688, false);
   const std::filesystem::path dir = WriteModel("engine_llama", spec);
   std::mt19937 rng(29);
   const std::vector<std::vector<int32_t>> prompts = {RandomPrompt(23, rng), RandomPrompt(70, rng)};
@@ -253,9 +212,9 @@ TEST(CudaUnitEngineTest, GreedyTokensMatchCpuBackend) {
                                                   .tokenizer = std::move(*tokenizer),
                                                   .max_context = 256});
     ASSERT_TRUE(added.ok()) << added;
-    std::vector<std::shared_ptr<Collector>> sinks;
+    std::vector<std::shared_ptr<TokenCollector>> sinks;
     for (const std::vector<int32_t>& prompt : prompts) {
-      sinks.push_back(std::make_shared<Collector>());
+      sinks.push_back(std::make_shared<TokenCollector>());
       Request request;
       request.model = "tiny";
       request.prompt_tokens = prompt;

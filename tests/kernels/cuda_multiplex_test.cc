@@ -21,47 +21,8 @@
 namespace muxserve::engine {
 namespace {
 
-model::ModelSpec Spec(int64_t layers, int64_t hidden, int64_t heads, int64_t kv_heads,
-                      int64_t intermediate) {
-  model::ModelSpec spec;
-  spec.architecture = "LlamaForCausalLM";
-  spec.model_type = "llama";
-  spec.vocab_size = 320;
-  spec.hidden_size = hidden;
-  spec.intermediate_size = intermediate;
-  spec.num_layers = layers;
-  spec.num_heads = heads;
-  spec.num_kv_heads = kv_heads;
-  spec.head_dim = hidden / heads;
-  spec.max_position_embeddings = 1024;
-  spec.rms_norm_eps = 1e-5;
-  spec.dtype = DType::kBFloat16;
-  return spec;
-}
-
-class Collector : public RequestSink {
- public:
-  void OnDelta(StreamDelta delta) override {
-    absl::MutexLock lock(&mu_);
-    ids_.insert(ids_.end(), delta.token_ids.begin(), delta.token_ids.end());
-  }
-  void OnFinish(const FinishInfo& info) override {
-    absl::MutexLock lock(&mu_);
-    finish_ = info;
-  }
-  std::vector<int32_t> Wait() {
-    absl::MutexLock lock(&mu_);
-    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_.has_value(); };
-    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(120)));
-    EXPECT_TRUE(finish_.has_value() && finish_->reason == FinishReason::kLength);
-    return ids_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<int32_t> ids_ ABSL_GUARDED_BY(mu_);
-  std::optional<FinishInfo> finish_ ABSL_GUARDED_BY(mu_);
-};
+using ::muxserve::testing::Bf16Spec;
+using ::muxserve::testing::TokenCollector;
 
 class JobRecorder : public EngineObserver {
  public:
@@ -123,9 +84,9 @@ ModeRun Serve(config::SchedulerMode mode, const std::vector<TestModel>& models,
                                                   .max_context = 512});
     EXPECT_TRUE(added.ok()) << added;
   }
-  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<std::shared_ptr<TokenCollector>> sinks;
   for (const auto& [model, prompt] : requests) {
-    sinks.push_back(std::make_shared<Collector>());
+    sinks.push_back(std::make_shared<TokenCollector>());
     Request request;
     request.model = models[model].name;
     request.prompt_tokens = prompt;
@@ -141,8 +102,8 @@ ModeRun Serve(config::SchedulerMode mode, const std::vector<TestModel>& models,
 
 TEST(CudaMultiplexTest, ModesAgreeAndOnlyMuxserveAndSpatialOverlapJobs) {
   if (!::muxserve::testing::HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
-  std::vector<TestModel> models = {{"small", Spec(2, 256, 4, 2, 688), {}},   // head_dim 64
-                                   {"wide", Spec(3, 512, 4, 4, 1024), {}}};  // head_dim 128
+  std::vector<TestModel> models = {{"small", Bf16Spec(2, 256, 4, 2, 688), {}},   // head_dim 64
+                                   {"wide", Bf16Spec(3, 512, 4, 4, 1024), {}}};  // head_dim 128
   for (TestModel& m : models) {
     m.dir = std::filesystem::path(::testing::TempDir()) / ("muxserve_multiplex_" + m.name);
     std::filesystem::remove_all(m.dir);

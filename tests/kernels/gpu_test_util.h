@@ -1,5 +1,6 @@
-// Helpers of the GPU tests: device detection, bf16-exact random data, relative errors, and
-// block tables of paged sequences for one backend's tokens per block.
+// Helpers of the GPU tests: device detection, bf16-exact random data, relative errors, block
+// tables of paged sequences for one backend's tokens per block, small bf16 model shapes and a
+// sink that collects a request's tokens.
 #pragma once
 
 #include <algorithm>
@@ -11,9 +12,15 @@
 #include <span>
 #include <vector>
 
+#include <optional>
+
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
 #include "kernels/paged_kv.h"
 #include "muxserve/common/dtype.h"
+#include "muxserve/engine/request.h"
 #include "muxserve/engine/step_plan.h"
+#include "muxserve/model/model_spec.h"
 #include "muxserve/runtime/device.h"
 
 namespace muxserve::testing {
@@ -112,6 +119,52 @@ class PagedSequences {
   std::vector<int32_t> free_;
   std::vector<int64_t> lengths_;
   std::vector<std::vector<int32_t>> tables_;
+};
+
+// A small Llama-family shape (Qwen2 with `qkv_bias`) with bf16 weights; its vocabulary holds
+// the synthetic tokenizer's.
+inline model::ModelSpec Bf16Spec(int64_t layers, int64_t hidden, int64_t heads, int64_t kv_heads,
+                                 int64_t intermediate, bool qkv_bias = false) {
+  model::ModelSpec spec;
+  spec.architecture = qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+  spec.model_type = qkv_bias ? "qwen2" : "llama";
+  spec.vocab_size = 320;
+  spec.hidden_size = hidden;
+  spec.intermediate_size = intermediate;
+  spec.num_layers = layers;
+  spec.num_heads = heads;
+  spec.num_kv_heads = kv_heads;
+  spec.head_dim = hidden / heads;
+  spec.max_position_embeddings = 1024;
+  spec.rms_norm_eps = 1e-5;
+  spec.qkv_bias = qkv_bias;
+  spec.dtype = DType::kBFloat16;
+  return spec;
+}
+
+// Collects one request's tokens; Wait expects it to end by length.
+class TokenCollector : public engine::RequestSink {
+ public:
+  void OnDelta(engine::StreamDelta delta) override {
+    absl::MutexLock lock(&mu_);
+    ids_.insert(ids_.end(), delta.token_ids.begin(), delta.token_ids.end());
+  }
+  void OnFinish(const engine::FinishInfo& info) override {
+    absl::MutexLock lock(&mu_);
+    finish_ = info;
+  }
+  std::vector<int32_t> Wait() {
+    absl::MutexLock lock(&mu_);
+    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_.has_value(); };
+    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(120)));
+    EXPECT_TRUE(finish_.has_value() && finish_->reason == engine::FinishReason::kLength);
+    return ids_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<int32_t> ids_ ABSL_GUARDED_BY(mu_);
+  std::optional<engine::FinishInfo> finish_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace muxserve::testing
