@@ -5,12 +5,16 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "muxserve/common/status.h"
 #include "muxserve/engine/step_plan.h"
 #include "muxserve/model/model_spec.h"
@@ -134,6 +138,16 @@ inline model::ModelSpec LlamaShape(int64_t layers, int64_t hidden, int64_t heads
   spec.rms_norm_eps = 1e-5;
   spec.dtype = DType::kBFloat16;
   return spec;
+}
+
+// Writes a report (making its folders) and says where.
+inline absl::Status WriteReport(const std::string& path, const std::string& text) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream out(path);
+  out << text;
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  std::printf("\nwrote %s\n", path.c_str());
+  return absl::OkStatus();
 }
 
 }  // namespace muxserve::bench

@@ -12,8 +12,6 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <random>
 #include <string>
@@ -371,12 +369,7 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
        "alone over all layers (decode floor = KV bytes; prefill floor = attention FLOPs at the "
        "GEMM rate)."},
       {"results", results}};
-  std::filesystem::create_directories(std::filesystem::path(out_path).parent_path());
-  std::ofstream out(out_path);
-  out << report.dump(2) << "\n";
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", out_path));
-  std::printf("\nwrote %s\n", out_path.c_str());
-  return absl::OkStatus();
+  return bench::WriteReport(out_path, report.dump(2) + "\n");
 }
 
 }  // namespace

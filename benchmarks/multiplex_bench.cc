@@ -16,8 +16,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -277,12 +275,7 @@ absl::Status Run(const std::string& out_path, int reps, config::PartitionBackend
        "the mean of the two staying medians."},
       {"figures", figures},
       {"results", results}};
-  std::filesystem::create_directories(std::filesystem::path(out_path).parent_path());
-  std::ofstream out(out_path);
-  out << report.dump(2) << "\n";
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", out_path));
-  std::printf("wrote %s\n", out_path.c_str());
-  return absl::OkStatus();
+  return bench::WriteReport(out_path, report.dump(2) + "\n");
 }
 
 }  // namespace
