@@ -18,32 +18,7 @@
 namespace muxserve::engine {
 namespace {
 
-class TokenCollector : public RequestSink {
- public:
-  void OnDelta(StreamDelta delta) override {
-    absl::MutexLock lock(&mu_);
-    ids_.insert(ids_.end(), delta.token_ids.begin(), delta.token_ids.end());
-  }
-  void OnFinish(const FinishInfo& info) override {
-    absl::MutexLock lock(&mu_);
-    finish_ = info;
-  }
-  FinishInfo Wait() {
-    absl::MutexLock lock(&mu_);
-    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_.has_value(); };
-    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(60)));
-    return finish_.value_or(FinishInfo{.reason = FinishReason::kError});
-  }
-  std::vector<int32_t> ids() {
-    absl::MutexLock lock(&mu_);
-    return ids_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<int32_t> ids_ ABSL_GUARDED_BY(mu_);
-  std::optional<FinishInfo> finish_ ABSL_GUARDED_BY(mu_);
-};
+using testing::Collector;
 
 class RandomWeightsTest : public ::testing::Test {
  protected:
@@ -83,7 +58,7 @@ class RandomWeightsTest : public ::testing::Test {
 
   // The greedy completion of a fixed prompt.
   static std::vector<int32_t> Complete(UnitEngine& engine) {
-    auto sink = std::make_shared<TokenCollector>();
+    auto sink = std::make_shared<Collector>();
     Request request;
     request.model = "random";
     request.prompt_tokens = {3, 41, 79, 117, 155, 193, 231};

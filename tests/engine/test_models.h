@@ -1,12 +1,18 @@
-// Synthetic models written into a temporary folder for engine tests.
+// Synthetic models written into a temporary folder for engine tests, and a sink that collects a
+// request's stream.
 #pragma once
 
 #include <unistd.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
 
 #include "gtest/gtest.h"
+#include "muxserve/engine/request.h"
 #include "muxserve/model/model_spec.h"
 #include "muxserve/model/synthetic.h"
 
@@ -44,5 +50,42 @@ inline std::filesystem::path WriteTinyModel(const std::string& name, const model
   EXPECT_TRUE(status.ok()) << status;
   return dir;
 }
+
+// Collects one request's deltas (text and token ids) and its end.
+class Collector : public RequestSink {
+ public:
+  void OnDelta(StreamDelta delta) override {
+    absl::MutexLock lock(&mu_);
+    text_ += delta.text;
+    ids_.insert(ids_.end(), delta.token_ids.begin(), delta.token_ids.end());
+    ++deltas_;
+  }
+  void OnFinish(const FinishInfo& info) override {
+    absl::MutexLock lock(&mu_);
+    EXPECT_FALSE(finish_.has_value()) << "OnFinish called twice";
+    finish_ = info;
+  }
+  FinishInfo Wait() {
+    absl::MutexLock lock(&mu_);
+    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_.has_value(); };
+    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(60)));
+    return finish_.value_or(FinishInfo{.reason = FinishReason::kError});
+  }
+  std::vector<int32_t> ids() {
+    absl::MutexLock lock(&mu_);
+    return ids_;
+  }
+  std::string text() {
+    absl::MutexLock lock(&mu_);
+    return text_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::string text_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> ids_ ABSL_GUARDED_BY(mu_);
+  int deltas_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<FinishInfo> finish_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace muxserve::engine::testing

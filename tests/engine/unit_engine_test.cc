@@ -10,41 +10,7 @@
 namespace muxserve::engine {
 namespace {
 
-class Collector : public RequestSink {
- public:
-  void OnDelta(StreamDelta delta) override {
-    absl::MutexLock lock(&mu_);
-    text_ += delta.text;
-    ids_.insert(ids_.end(), delta.token_ids.begin(), delta.token_ids.end());
-    ++deltas_;
-  }
-  void OnFinish(const FinishInfo& info) override {
-    absl::MutexLock lock(&mu_);
-    EXPECT_FALSE(finish_.has_value()) << "OnFinish called twice";
-    finish_ = info;
-  }
-  FinishInfo Wait() {
-    absl::MutexLock lock(&mu_);
-    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_.has_value(); };
-    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(60)));
-    return finish_.value_or(FinishInfo{.reason = FinishReason::kError});
-  }
-  std::vector<int32_t> ids() {
-    absl::MutexLock lock(&mu_);
-    return ids_;
-  }
-  std::string text() {
-    absl::MutexLock lock(&mu_);
-    return text_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::string text_ ABSL_GUARDED_BY(mu_);
-  std::vector<int32_t> ids_ ABSL_GUARDED_BY(mu_);
-  int deltas_ ABSL_GUARDED_BY(mu_) = 0;
-  std::optional<FinishInfo> finish_ ABSL_GUARDED_BY(mu_);
-};
+using testing::Collector;
 
 struct TestLlm {
   std::string name;
