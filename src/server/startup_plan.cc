@@ -78,8 +78,8 @@ engine::UnitOptions ResolveUnitOptions(const config::Config& config,
     if (std::optional<double> share = PlannedDecodeSmShare(*plan)) {
       options.scheduler.decode_sm_share = *share;
       spdlog::info(
-          "muxserved: decode jobs get {:.1f}% of the SMs beside a prefill (the plan's; "
-          "scheduler.decode_sm_share is unset)",
+          "muxserved: decode share {:.1f}% of the SMs beside a prefill (the plan's; "
+          "scheduler.decode_sm_share is unset; used with green or mps partitions)",
           100 * *share);
     }
   }
