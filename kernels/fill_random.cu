@@ -14,11 +14,14 @@ __device__ __forceinline__ uint64_t Mix(uint64_t x) {
 }
 
 __global__ void __launch_bounds__(kThreads)
-    FillRandomKernel(bf16* out, int64_t count, uint64_t seed, float mean, float std) {
+    FillRandomKernel(bf16* out, int64_t rows, int64_t cols, uint64_t seed, float mean, float std,
+                     int64_t first_index, int64_t index_pitch) {
   const uint64_t key = Mix(seed);
+  const int64_t count = rows * cols;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
-    const uint64_t bits = Mix(key ^ static_cast<uint64_t>(i));
+    const int64_t index = first_index + (i / cols) * index_pitch + i % cols;
+    const uint64_t bits = Mix(key ^ static_cast<uint64_t>(index));
     // 24 random bits -> uniform in [-1, 1) -> unit variance.
     const float uniform = static_cast<float>(bits >> 40) * (2.0f / 16777216.0f) - 1.0f;
     out[i] = __float2bfloat16(mean + std * 1.7320508f * uniform);
@@ -27,12 +30,19 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+cudaError_t FillRandomSliceCuda(bf16* out, int64_t rows, int64_t cols, uint64_t seed, float mean,
+                                float std, int64_t first_index, int64_t index_pitch,
+                                cudaStream_t stream) {
+  const int64_t count = rows * cols;
+  if (count == 0) return cudaSuccess;
+  FillRandomKernel<<<BlocksFor(count, kThreads), kThreads, 0, stream>>>(
+      out, rows, cols, seed, mean, std, first_index, index_pitch);
+  return cudaGetLastError();
+}
+
 cudaError_t FillRandomCuda(bf16* out, int64_t count, uint64_t seed, float mean, float std,
                            cudaStream_t stream) {
-  if (count == 0) return cudaSuccess;
-  FillRandomKernel<<<BlocksFor(count, kThreads), kThreads, 0, stream>>>(out, count, seed, mean,
-                                                                        std);
-  return cudaGetLastError();
+  return FillRandomSliceCuda(out, 1, count, seed, mean, std, 0, count, stream);
 }
 
 }  // namespace muxserve::kernels

@@ -14,4 +14,10 @@ cudaError_t FillRandomCuda(bf16* out,  // [count]
                            int64_t count, uint64_t seed, float mean, float std,
                            cudaStream_t stream);
 
+// A slice of such a tensor: out[r * cols + c] is the value FillRandomCuda gives element
+// first_index + r * index_pitch + c, so a rank's shard of a synthetic weight matches the whole.
+cudaError_t FillRandomSliceCuda(bf16* out,  // [rows, cols]
+                                int64_t rows, int64_t cols, uint64_t seed, float mean, float std,
+                                int64_t first_index, int64_t index_pitch, cudaStream_t stream);
+
 }  // namespace muxserve::kernels

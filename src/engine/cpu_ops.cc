@@ -6,10 +6,12 @@
 #include <cstring>
 #include <new>
 #include <random>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu_ops.h"
 #include "muxserve/engine/ops.h"
+#include "muxserve/common/status.h"
 #include "muxserve/engine/sampler.h"
 
 namespace muxserve::engine {
@@ -39,19 +41,34 @@ class CpuOps final : public Ops {
     return Buffer{.memory = std::shared_ptr<void>(memory, std::free), .bytes = bytes};
   }
 
-  absl::StatusOr<Buffer> LoadWeight(std::span<const model::TensorInfo* const> parts) override {
+  absl::StatusOr<Buffer> LoadWeight(std::span<const WeightSlice> parts) override {
+    std::vector<SliceBounds> bounds;
     int64_t total = 0;
-    for (const model::TensorInfo* part : parts) total += part->NumElements();
-    auto buffer = Allocate(total * 4);
-    if (!buffer.ok()) return buffer.status();
-    float* out = buffer->as<float>();
-    for (const model::TensorInfo* part : parts) {
-      if (part->random) {
-        DrawNormal(*part->random, part->NumElements(), out);
+    for (const WeightSlice& part : parts) {
+      ASSIGN_OR_RETURN(bounds.emplace_back(), ResolveSlice(part));
+      total += bounds.back().elements();
+    }
+    ASSIGN_OR_RETURN(Buffer buffer, Allocate(total * 4));
+    float* out = buffer.as<float>();
+    std::vector<float> whole;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const model::TensorInfo& tensor = *parts[i].tensor;
+      const SliceBounds& b = bounds[i];
+      if (tensor.random) {
+        // The generator is sequential: draw the whole tensor, keep the slice.
+        whole.resize(tensor.NumElements());
+        DrawNormal(*tensor.random, tensor.NumElements(), whole.data());
+        for (int64_t r = 0; r < b.rows; ++r) {
+          std::memcpy(out + r * b.cols, whole.data() + b.SourceIndex(r, 0), b.cols * 4);
+        }
       } else {
-        ConvertToFloat(part->data.data(), part->dtype, part->NumElements(), out);
+        const size_t element = DTypeSize(tensor.dtype);
+        for (int64_t r = 0; r < b.rows; ++r) {
+          ConvertToFloat(tensor.data.data() + b.SourceIndex(r, 0) * element, tensor.dtype, b.cols,
+                         out + r * b.cols);
+        }
       }
-      out += part->NumElements();
+      out += b.elements();
     }
     return buffer;
   }
@@ -72,7 +89,10 @@ class CpuOps final : public Ops {
     return buffer;
   }
 
-  absl::Status BeginStep(const StepPlan&) override { return absl::OkStatus(); }
+  absl::Status BeginStep(const StepPlan&) override {
+    error_ = absl::OkStatus();
+    return absl::OkStatus();
+  }
 
   void Embedding(const StepPlan& plan, const void* table, int64_t hidden, void* out) override {
     kernels::EmbeddingCpu(plan.tokens.data(), F(table), plan.num_tokens(), hidden, F(out));
@@ -114,13 +134,18 @@ class CpuOps final : public Ops {
       std::memcpy(F(out) + i * width, F(x) + plan.logit_rows[i] * width, width * sizeof(float));
     }
   }
+  void AllReduceSum(runtime::Communicator& comm, void* x, int64_t count) override {
+    if (error_.ok()) error_ = comm.AllReduceSum(x, count, DType::kFloat32, nullptr);
+  }
   absl::Status CopyToHost(const void* src, int64_t count, float* dst) override {
+    RETURN_IF_ERROR(error_);
     std::memcpy(dst, src, count * sizeof(float));
     return absl::OkStatus();
   }
   absl::Status SampleRows(const void* x, const void* lm_head, int64_t rows, int64_t vocab,
                           int64_t hidden, void* scratch, std::span<const RowSampling> params,
                           int32_t* tokens) override {
+    RETURN_IF_ERROR(error_);
     if (static_cast<int64_t>(params.size()) != rows) {
       return absl::InvalidArgumentError(
           absl::StrCat(rows, " rows to sample but ", params.size(), " sampling parameters"));
@@ -138,6 +163,7 @@ class CpuOps final : public Ops {
 
  private:
   Sampler sampler_;
+  absl::Status error_;  // the step's first failed collective, returned when the step ends
 };
 
 }  // namespace

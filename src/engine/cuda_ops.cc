@@ -188,35 +188,47 @@ class CudaOpsImpl final : public CudaOps {
         .bytes = bytes};
   }
 
-  absl::StatusOr<Buffer> LoadWeight(std::span<const model::TensorInfo* const> parts) override {
+  absl::StatusOr<Buffer> LoadWeight(std::span<const WeightSlice> parts) override {
+    std::vector<SliceBounds> bounds;
     int64_t total = 0;
-    for (const model::TensorInfo* part : parts) total += part->NumElements();
+    for (const WeightSlice& part : parts) {
+      ASSIGN_OR_RETURN(bounds.emplace_back(), ResolveSlice(part));
+      total += bounds.back().elements();
+    }
     ASSIGN_OR_RETURN(Buffer buffer, Allocate(total * 2));
     auto* dst = buffer.as<bf16>();
     std::vector<float> floats;
     std::vector<uint16_t> converted;
-    for (const model::TensorInfo* part : parts) {
-      const int64_t count = part->NumElements();
-      if (part->random) {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const model::TensorInfo& tensor = *parts[i].tensor;
+      const SliceBounds& b = bounds[i];
+      if (tensor.random) {
         // Drawn on the device (model::Weights::Random): nothing crosses PCIe.
-        const model::RandomInit& init = *part->random;
-        CUDA_RETURN_IF_ERROR(
-            kernels::FillRandomCuda(dst, count, init.seed, init.mean, init.std, stream_));
-      } else if (part->dtype == DType::kBFloat16) {
-        RETURN_IF_ERROR(CopyToDevice(dst, part->data.data(), count * 2));
+        const model::RandomInit& init = *tensor.random;
+        CUDA_RETURN_IF_ERROR(kernels::FillRandomSliceCuda(dst, b.rows, b.cols, init.seed,
+                                                          init.mean, init.std, b.SourceIndex(0, 0),
+                                                          b.total_cols, stream_));
+      } else if (tensor.dtype == DType::kBFloat16) {
+        CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(
+            dst, b.cols * 2, tensor.data.data() + b.SourceIndex(0, 0) * 2, b.total_cols * 2,
+            b.cols * 2, b.rows, cudaMemcpyHostToDevice, stream_));
+        CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // the host data is pageable
       } else {
-        // Other dtypes convert on the host, a chunk at a time.
-        const size_t element = DTypeSize(part->dtype);
-        for (int64_t begin = 0; begin < count; begin += kConvertChunk) {
-          const int64_t n = std::min(kConvertChunk, count - begin);
-          floats.resize(n);
-          converted.resize(n);
-          ConvertToFloat(part->data.data() + begin * element, part->dtype, n, floats.data());
-          for (int64_t i = 0; i < n; ++i) converted[i] = FloatToBf16(floats[i]);
-          RETURN_IF_ERROR(CopyToDevice(dst + begin, converted.data(), n * 2));
+        // Other dtypes convert on the host, a row (or a chunk of one) at a time.
+        const size_t element = DTypeSize(tensor.dtype);
+        for (int64_t r = 0; r < b.rows; ++r) {
+          for (int64_t begin = 0; begin < b.cols; begin += kConvertChunk) {
+            const int64_t n = std::min(kConvertChunk, b.cols - begin);
+            floats.resize(n);
+            converted.resize(n);
+            ConvertToFloat(tensor.data.data() + (b.SourceIndex(r, 0) + begin) * element,
+                           tensor.dtype, n, floats.data());
+            for (int64_t j = 0; j < n; ++j) converted[j] = FloatToBf16(floats[j]);
+            RETURN_IF_ERROR(CopyToDevice(dst + r * b.cols + begin, converted.data(), n * 2));
+          }
         }
       }
-      dst += count;
+      dst += b.elements();
     }
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // the fills are done when we return
     return buffer;
@@ -327,6 +339,12 @@ class CudaOpsImpl final : public CudaOps {
 
   void Attention(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t num_q_heads,
                  int64_t layer, float scale, const kernels::PagedKv& kv, void* out) override;
+
+  // NCCL calls are captured into the decode graph like the kernels around them.
+  void AllReduceSum(runtime::Communicator& comm, void* x, int64_t count) override {
+    if (Replaying() || !error_.ok()) return;
+    Record(comm.AllReduceSum(x, count, DType::kBFloat16, stream_));
+  }
 
   void GatherLogitRows(const void* x, const StepPlan&, int64_t width, void* out) override {
     if (Replaying()) return;

@@ -43,47 +43,98 @@ std::vector<float> RopeInverseFrequencies(const model::ModelSpec& spec) {
   return inv_freq;
 }
 
+absl::StatusOr<model::ModelSpec> ShardSpec(const model::ModelSpec& spec, int tp) {
+  if (tp < 1) return absl::InvalidArgumentError(absl::StrCat("tensor_parallel ", tp, " < 1"));
+  auto refuse = [&](std::string_view what, int64_t value) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor_parallel ", tp, " does not divide ",
+                                                   AsAbsl(what), " (", value, ")"));
+  };
+  if (spec.num_heads % tp != 0) return refuse("num_attention_heads", spec.num_heads);
+  if (spec.intermediate_size % tp != 0) return refuse("intermediate_size", spec.intermediate_size);
+  if (spec.num_kv_heads % tp != 0 && tp % spec.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor_parallel ", tp, " and num_key_value_heads ", spec.num_kv_heads,
+                     ": neither divides the other, so KV heads can be neither split nor "
+                     "replicated evenly"));
+  }
+  model::ModelSpec shard = spec;
+  shard.num_heads = spec.num_heads / tp;
+  shard.num_kv_heads = spec.num_kv_heads % tp == 0 ? spec.num_kv_heads / tp : 1;
+  shard.intermediate_size = spec.intermediate_size / tp;
+  return shard;
+}
+
 absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const model::ModelSpec& spec,
                                                                const model::Weights& weights,
                                                                Ops* ops, int64_t max_step_tokens,
-                                                               int64_t max_step_seqs) {
-  std::unique_ptr<Transformer> t(new Transformer(spec, ops));
+                                                               int64_t max_step_seqs,
+                                                               runtime::Communicator* comm) {
+  const int tp = comm != nullptr ? comm->size() : 1;
+  const int rank = comm != nullptr ? comm->rank() : 0;
+  ASSIGN_OR_RETURN(const model::ModelSpec shard, ShardSpec(spec, tp));
+  std::unique_ptr<Transformer> t(new Transformer(spec, shard, ops, comm));
   t->max_step_tokens_ = max_step_tokens;
   t->max_step_seqs_ = max_step_seqs;
 
-  auto load = [&](std::initializer_list<std::string> names) -> absl::StatusOr<Buffer> {
-    std::vector<const model::TensorInfo*> parts;
-    for (const std::string& name : names) {
-      ASSIGN_OR_RETURN(const model::TensorInfo* info, weights.Get(name));
-      parts.push_back(info);
-    }
+  // Rows [first_row, first_row + count) of a tensor: a column-parallel shard.
+  auto rows = [&](const model::TensorInfo* info, int64_t first_row, int64_t count) {
+    return WeightSlice{.tensor = info, .row_begin = first_row, .rows = count};
+  };
+  auto load = [&](std::span<const WeightSlice> parts) -> absl::StatusOr<Buffer> {
     ASSIGN_OR_RETURN(Buffer buffer, ops->LoadWeight(parts));
     t->weight_bytes_ += buffer.bytes;
     return buffer;
   };
+  auto get = [&](const std::string& name) { return weights.Get(name); };
+  auto load_whole = [&](const std::string& name) -> absl::StatusOr<Buffer> {
+    ASSIGN_OR_RETURN(const model::TensorInfo* info, get(name));
+    const WeightSlice whole{.tensor = info};
+    return load({&whole, 1});
+  };
 
-  ASSIGN_OR_RETURN(t->embedding_, load({"model.embed_tokens.weight"}));
-  ASSIGN_OR_RETURN(t->final_norm_, load({"model.norm.weight"}));
+  const int64_t d = spec.head_dim;
+  const int64_t q_rows = shard.num_heads * d;
+  const int64_t kv_rows = shard.num_kv_heads * d;
+  // With replicated KV heads (fewer than ranks) a rank holds the one its query heads use.
+  const int64_t first_kv_head = spec.num_kv_heads % tp == 0
+                                    ? rank * shard.num_kv_heads
+                                    : rank / (tp / spec.num_kv_heads);
+  const int64_t inter = shard.intermediate_size;
+
+  ASSIGN_OR_RETURN(t->embedding_, load_whole("model.embed_tokens.weight"));
+  ASSIGN_OR_RETURN(t->final_norm_, load_whole("model.norm.weight"));
   if (spec.tie_word_embeddings) {
     t->lm_head_ = t->embedding_;
   } else {
-    ASSIGN_OR_RETURN(t->lm_head_, load({"lm_head.weight"}));
+    ASSIGN_OR_RETURN(t->lm_head_, load_whole("lm_head.weight"));
   }
   for (int64_t i = 0; i < spec.num_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     Layer layer;
-    ASSIGN_OR_RETURN(layer.input_norm, load({p + "input_layernorm.weight"}));
-    ASSIGN_OR_RETURN(layer.qkv, load({p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
-                                      p + "self_attn.v_proj.weight"}));
-    if (spec.qkv_bias) {
-      ASSIGN_OR_RETURN(layer.qkv_bias,
-                       load({p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias",
-                             p + "self_attn.v_proj.bias"}));
+    ASSIGN_OR_RETURN(layer.input_norm, load_whole(p + "input_layernorm.weight"));
+    for (const bool bias : {false, true}) {
+      if (bias && !spec.qkv_bias) continue;
+      const std::string suffix = bias ? ".bias" : ".weight";
+      ASSIGN_OR_RETURN(const model::TensorInfo* q, get(p + "self_attn.q_proj" + suffix));
+      ASSIGN_OR_RETURN(const model::TensorInfo* k, get(p + "self_attn.k_proj" + suffix));
+      ASSIGN_OR_RETURN(const model::TensorInfo* v, get(p + "self_attn.v_proj" + suffix));
+      const WeightSlice parts[] = {rows(q, rank * q_rows, q_rows),
+                                   rows(k, first_kv_head * d, kv_rows),
+                                   rows(v, first_kv_head * d, kv_rows)};
+      Buffer& target = bias ? layer.qkv_bias : layer.qkv;
+      ASSIGN_OR_RETURN(target, load(parts));
     }
-    ASSIGN_OR_RETURN(layer.o_proj, load({p + "self_attn.o_proj.weight"}));
-    ASSIGN_OR_RETURN(layer.post_norm, load({p + "post_attention_layernorm.weight"}));
-    ASSIGN_OR_RETURN(layer.gate_up, load({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}));
-    ASSIGN_OR_RETURN(layer.down, load({p + "mlp.down_proj.weight"}));
+    ASSIGN_OR_RETURN(const model::TensorInfo* o, get(p + "self_attn.o_proj.weight"));
+    const WeightSlice o_part{.tensor = o, .col_begin = rank * q_rows, .cols = q_rows};
+    ASSIGN_OR_RETURN(layer.o_proj, load({&o_part, 1}));
+    ASSIGN_OR_RETURN(layer.post_norm, load_whole(p + "post_attention_layernorm.weight"));
+    ASSIGN_OR_RETURN(const model::TensorInfo* gate, get(p + "mlp.gate_proj.weight"));
+    ASSIGN_OR_RETURN(const model::TensorInfo* up, get(p + "mlp.up_proj.weight"));
+    const WeightSlice gate_up[] = {rows(gate, rank * inter, inter), rows(up, rank * inter, inter)};
+    ASSIGN_OR_RETURN(layer.gate_up, load(gate_up));
+    ASSIGN_OR_RETURN(const model::TensorInfo* down, get(p + "mlp.down_proj.weight"));
+    const WeightSlice down_part{.tensor = down, .col_begin = rank * inter, .cols = inter};
+    ASSIGN_OR_RETURN(layer.down, load({&down_part, 1}));
     t->layers_.push_back(std::move(layer));
   }
   const std::vector<float> inv_freq = RopeInverseFrequencies(spec);
@@ -93,11 +144,18 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const model::Mode
 }
 
 absl::StatusOr<std::unique_ptr<Transformer>> Transformer::ShareWeights(
-    Ops* ops, int64_t max_step_tokens, int64_t max_step_seqs) const {
+    Ops* ops, int64_t max_step_tokens, int64_t max_step_seqs, runtime::Communicator* comm) const {
   if (ops->dtype() != ops_->dtype()) {
     return absl::InvalidArgumentError("weights can only be shared by ops of the same dtype");
   }
-  std::unique_ptr<Transformer> t(new Transformer(spec_, ops));
+  const int tp = comm_ != nullptr ? comm_->size() : 1;
+  if ((comm != nullptr ? comm->size() : 1) != tp ||
+      (comm != nullptr && comm->rank() != comm_->rank())) {
+    return absl::InvalidArgumentError(
+        "a sharded model's weights can only be shared with a communicator of the same rank and "
+        "size");
+  }
+  std::unique_ptr<Transformer> t(new Transformer(spec_, shard_, ops, comm));
   t->max_step_tokens_ = max_step_tokens;
   t->max_step_seqs_ = max_step_seqs;
   t->weight_bytes_ = weight_bytes_;
@@ -111,7 +169,7 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::ShareWeights(
 }
 
 absl::Status Transformer::AllocateActivations() {
-  const model::ModelSpec& spec = spec_;
+  const model::ModelSpec& spec = shard_;
   const int64_t e = static_cast<int64_t>(DTypeSize(ops_->dtype()));
   const int64_t n = max_step_tokens_;
   const int64_t seqs = max_step_seqs_;
@@ -158,7 +216,7 @@ absl::Status Transformer::RunToLastRows(const StepPlan& plan, const kernels::Pag
                                             max_step_tokens_, ", ", max_step_seqs_, ")"));
   }
   RETURN_IF_ERROR(ops_->BeginStep(plan));
-  const model::ModelSpec& s = spec_;
+  const model::ModelSpec& s = shard_;
   const int64_t hidden = s.hidden_size;
   const int64_t qkv_width = s.q_size() + 2 * s.kv_size();
   const int64_t k_offset = s.q_size();
@@ -183,6 +241,7 @@ absl::Status Transformer::RunToLastRows(const StepPlan& plan, const kernels::Pag
     ops_->KvAppend(qkv_.get(), plan, qkv_width, k_offset, v_offset, l, kv);
     ops_->Attention(qkv_.get(), plan, qkv_width, s.num_heads, l, scale, kv, attn_.get());
     ops_->Gemm(attn_.get(), layer.o_proj.get(), nullptr, n, hidden, s.q_size(), delta_.get());
+    if (comm_ != nullptr) ops_->AllReduceSum(*comm_, delta_.get(), n * hidden);
     ops_->AddRmsNorm(residual_.get(), delta_.get(), layer.post_norm.get(), n, hidden, eps,
                      normed_.get());
     ops_->Gemm(normed_.get(), layer.gate_up.get(), nullptr, n, 2 * s.intermediate_size, hidden,
@@ -190,6 +249,7 @@ absl::Status Transformer::RunToLastRows(const StepPlan& plan, const kernels::Pag
     ops_->SiluMul(gate_up_.get(), n, s.intermediate_size, act_.get());
     ops_->Gemm(act_.get(), layer.down.get(), nullptr, n, hidden, s.intermediate_size,
                delta_.get());
+    if (comm_ != nullptr) ops_->AllReduceSum(*comm_, delta_.get(), n * hidden);
   }
   ops_->AddRmsNorm(residual_.get(), delta_.get(), final_norm_.get(), n, hidden, eps,
                    normed_.get());

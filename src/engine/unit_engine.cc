@@ -52,30 +52,46 @@ int PartitionId([[maybe_unused]] const runtime::SmPartition* partition) {
 
 }  // namespace
 
-// One job slot of an LLM: its prefill or its decode. A slot runs one job at a time on a worker
-// thread of its own, so that jobs of different slots run at the same time (each on its SM
-// partition); the loop thread plans the job and handles its results.
-struct Lane {
-  std::string model;
-  JobPhase phase = JobPhase::kPrefill;
+// One tensor-parallel rank's part of a lane (the whole lane without tensor parallelism): its
+// shard of the model on its own backend (CUDA: the unit's GPU of that rank) and, for ranks > 0,
+// a thread that runs each of the lane's jobs beside rank 0.
+struct RankLane {
   std::unique_ptr<Ops> own_ops;  // CUDA: a backend instance of its own (stream, handles, graphs)
   Ops* ops = nullptr;
 #if MUXSERVE_WITH_CUDA
   CudaOps* cuda = nullptr;
 #endif
   std::unique_ptr<Transformer> transformer;
+  kernels::PagedKv kv{};  // this rank's pool memory; block ids are the same on every rank
+  // Written by the rank, read by the loop once the job is reported done. Every rank computes the
+  // same logits (the all-reduce gives every rank the same bits), so rank 0's tokens are the job's.
+  std::vector<int32_t> sampled;  // per logit row
+  absl::Status status;
+  int64_t jobs_seen = 0;  // ranks > 0: how many of Lane::peer_jobs this rank has run
+  std::thread thread;     // ranks > 0
+};
 
-  // Written by the loop before the job starts, read by the worker.
+// One job slot of an LLM: its prefill or its decode. A slot runs one job at a time on a worker
+// thread of its own, so that jobs of different slots run at the same time (each on its SM
+// partition); the loop thread plans the job and handles its results. With tensor parallelism the
+// worker runs rank 0 and each other rank's thread runs its shard of the same job meanwhile.
+struct Lane {
+  std::string model;
+  JobPhase phase = JobPhase::kPrefill;
+  std::vector<std::unique_ptr<RankLane>> ranks;
+  // The lane's own communicator group (tensor parallelism): a prefill and a decode job run at
+  // the same time, so their collectives must not share one.
+  std::vector<std::unique_ptr<runtime::Communicator>> comms;
+
+  // Written by the loop before the job starts, read by the ranks.
   Job job;
   StepPlan plan;
-  kernels::PagedKv kv{};
-  const runtime::SmPartition* partition = nullptr;
+  const runtime::SmPartition* partition = nullptr;  // rank 0's; the others use the same id
   std::vector<int> sample_entries;  // job entries that produce a token, in logit-row order
   std::vector<RowSampling> sampling;  // per logit row
   SteadyTime started{};
   // Written by the worker, read by the loop once the job is reported done.
-  std::vector<int32_t> sampled;  // per logit row
-  absl::Status status;
+  absl::Status status;  // the first failing rank's
   SteadyTime ended{};
   // The partition the previous job ran on (-1: none yet), to count re-partitions.
   int last_partition = -1;
@@ -84,6 +100,12 @@ struct Lane {
   bool has_job ABSL_GUARDED_BY(mu) = false;
   bool stop ABSL_GUARDED_BY(mu) = false;
   std::thread worker;
+
+  // Hands jobs to ranks > 0.
+  absl::Mutex peers_mu;
+  int64_t peer_jobs ABSL_GUARDED_BY(peers_mu) = 0;  // jobs handed out so far
+  int peers_done ABSL_GUARDED_BY(peers_mu) = 0;     // ranks > 0 done with the latest one
+  bool peers_stop ABSL_GUARDED_BY(peers_mu) = false;
 };
 
 // An LLM as the loop owns it.
@@ -100,6 +122,7 @@ struct LoadedLlm {
 struct LlmEntry {
   int index = 0;
   model::ModelSpec spec;
+  kvcache::KvShape kv_shape;  // per GPU: a tensor-parallel rank's share of the KV heads
   int64_t max_context = 0;
   int64_t tokens_per_block = 0;
   int64_t blocks_per_token_block = 0;
@@ -118,18 +141,24 @@ struct PartitionPlan {
   const runtime::SmPartition* prefill = nullptr;
   const runtime::SmPartition* decode = nullptr;
   std::unordered_map<std::string, const runtime::SmPartition*> by_llm;  // spatial
+#if MUXSERVE_WITH_CUDA
+  // Tensor parallelism: the same palette on the unit's other GPUs, by rank - 1; a job's ranks
+  // run on the partitions of the same id on their GPUs.
+  std::vector<std::unique_ptr<runtime::PartitionSet>> peer_sets;
+#endif
 };
 
 class UnitEngine::Impl {
  public:
-  Impl(const UnitOptions& options, EngineObserver* observer, std::unique_ptr<Ops> ops,
-       Buffer pool_memory, int64_t num_blocks, PartitionPlan partitions)
+  Impl(const UnitOptions& options, EngineObserver* observer,
+       std::vector<std::unique_ptr<Ops>> rank_ops, std::vector<Buffer> pool_memory,
+       int64_t num_blocks, PartitionPlan partitions)
       : options_(options),
         observer_(observer != nullptr ? observer : &null_observer_),
-        ops_(std::move(ops)),
+        rank_ops_(std::move(rank_ops)),
         pool_memory_(std::move(pool_memory)),
         partitions_(std::move(partitions)),
-        pool_(num_blocks, options.kv_cache.block_bytes, ops_->dtype()),
+        pool_(num_blocks, options.kv_cache.block_bytes, rank_ops_.front()->dtype()),
         scheduler_(MakeScheduler(options.scheduler)) {
     loop_ = std::thread([this] { Loop(); });
   }
@@ -156,17 +185,25 @@ class UnitEngine::Impl {
   const std::string& name() const { return options_.name; }
 
  private:
+  // Loads the weights (`share_with` null) or shares those of `share_with` (the LLM's other lane).
   absl::StatusOr<std::unique_ptr<Lane>> MakeLane(const LlmSetup& setup, JobPhase phase,
                                                  const model::Weights* weights,
-                                                 const Transformer* share_with);
+                                                 const Lane* share_with);
+  // The partition of `rank`'s GPU with the id of rank 0's `partition`.
+  const runtime::SmPartition* RankPartition(const runtime::SmPartition* partition,
+                                            int rank) const;
   // The partitions a lane may run on (all of them prepared at load, off the hot path).
   std::vector<const runtime::SmPartition*> LanePartitions(const std::string& model,
                                                           JobPhase phase) const;
   void StartWorker(Lane* lane);
   static void StopLanes(LoadedLlm& llm);
   void Work(Lane* lane);
-  // Runs the lane's job on the calling (worker) thread.
+  // Runs the lane's job on the calling (worker) thread, and on the other ranks' threads.
   void RunJob(Lane* lane);
+  // Runs the lane's job as `rank`.
+  absl::Status RunRank(Lane* lane, int rank);
+  // The thread of a rank > 0: runs each job the worker hands it.
+  void PeerWork(Lane* lane, int rank);
 
   void Loop();
   // Moves newly added LLMs and submitted requests into the loop's own state, and takes the
@@ -196,8 +233,9 @@ class UnitEngine::Impl {
   const UnitOptions options_;
   NullObserver null_observer_;
   EngineObserver* observer_;
-  std::unique_ptr<Ops> ops_;  // the unit's allocator (and the CPU backend's only instance)
-  Buffer pool_memory_;
+  // By rank: the unit's allocator on that rank's GPU (and the CPU backend's instance for it).
+  std::vector<std::unique_ptr<Ops>> rank_ops_;
+  std::vector<Buffer> pool_memory_;  // by rank: the same head blocks, each rank's KV heads
   PartitionPlan partitions_;
   // The CPU backend runs one job at a time: its kernels already use every core.
   absl::Mutex cpu_compute_mu_;
@@ -237,39 +275,65 @@ class UnitEngine::Impl {
 absl::StatusOr<std::unique_ptr<Lane>> UnitEngine::Impl::MakeLane(const LlmSetup& setup,
                                                                  JobPhase phase,
                                                                  const model::Weights* weights,
-                                                                 const Transformer* share_with) {
+                                                                 const Lane* share_with) {
   auto lane = std::make_unique<Lane>();
   lane->model = setup.name;
   lane->phase = phase;
-  lane->ops = ops_.get();
+  const int tp = options_.tensor_parallel;
+  if (tp > 1) {
 #if MUXSERVE_WITH_CUDA
-  if (options_.backend == config::Backend::kCuda) {
-    ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda, MakeCudaOps({.device = options_.device, .kernels = {}}));
-    lane->cuda = cuda.get();
-    lane->ops = cuda.get();
-    lane->own_ops = std::move(cuda);
-  }
+    if (options_.backend == config::Backend::kCuda) {
+      ASSIGN_OR_RETURN(lane->comms, runtime::MakeNcclCommunicators(options_.devices));
+    }
 #endif
+    if (lane->comms.empty()) lane->comms = runtime::MakeInProcessCommunicators(tp);
+  }
   const config::SchedulerConfig& sched = options_.scheduler;
   const bool prefill = phase == JobPhase::kPrefill;
   const int64_t max_tokens = prefill ? sched.max_prefill_tokens : sched.max_batch_size;
-  if (share_with != nullptr) {
-    ASSIGN_OR_RETURN(lane->transformer,
-                     share_with->ShareWeights(lane->ops, max_tokens, sched.max_batch_size));
-  } else {
-    ASSIGN_OR_RETURN(lane->transformer, Transformer::Load(setup.spec, *weights, lane->ops,
-                                                          max_tokens, sched.max_batch_size));
-  }
+  for (int rank = 0; rank < tp; ++rank) {
+    auto slot = std::make_unique<RankLane>();
+    slot->ops = rank_ops_[rank].get();
 #if MUXSERVE_WITH_CUDA
-  if (lane->cuda != nullptr) {
-    for (const runtime::SmPartition* partition : LanePartitions(setup.name, phase)) {
-      RETURN_IF_ERROR(lane->cuda->UsePartition(partition));
+    if (options_.backend == config::Backend::kCuda) {
+      ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda,
+                       MakeCudaOps({.device = options_.devices[rank], .kernels = {}}));
+      slot->cuda = cuda.get();
+      slot->ops = cuda.get();
+      slot->own_ops = std::move(cuda);
     }
-    // Leaves the calling thread in the primary context, which outlives the partitions.
-    RETURN_IF_ERROR(lane->cuda->UsePartition(nullptr));
+#endif
+    runtime::Communicator* comm = tp > 1 ? lane->comms[rank].get() : nullptr;
+    if (share_with != nullptr) {
+      ASSIGN_OR_RETURN(slot->transformer,
+                       share_with->ranks[rank]->transformer->ShareWeights(
+                           slot->ops, max_tokens, sched.max_batch_size, comm));
+    } else {
+      ASSIGN_OR_RETURN(slot->transformer, Transformer::Load(setup.spec, *weights, slot->ops,
+                                                            max_tokens, sched.max_batch_size, comm));
+    }
+#if MUXSERVE_WITH_CUDA
+    if (slot->cuda != nullptr) {
+      for (const runtime::SmPartition* partition : LanePartitions(setup.name, phase)) {
+        RETURN_IF_ERROR(slot->cuda->UsePartition(RankPartition(partition, rank)));
+      }
+      // Leaves the calling thread in the primary context, which outlives the partitions.
+      RETURN_IF_ERROR(slot->cuda->UsePartition(nullptr));
+    }
+#endif
+    lane->ranks.push_back(std::move(slot));
+  }
+  return lane;
+}
+
+const runtime::SmPartition* UnitEngine::Impl::RankPartition(
+    const runtime::SmPartition* partition, [[maybe_unused]] int rank) const {
+#if MUXSERVE_WITH_CUDA
+  if (partition != nullptr && rank > 0) {
+    return partitions_.peer_sets[rank - 1]->partition(partition->id());
   }
 #endif
-  return lane;
+  return partition;
 }
 
 std::vector<const runtime::SmPartition*> UnitEngine::Impl::LanePartitions(
@@ -295,6 +359,10 @@ std::vector<const runtime::SmPartition*> UnitEngine::Impl::LanePartitions(
 
 void UnitEngine::Impl::StartWorker(Lane* lane) {
   lane->worker = std::thread([this, lane] { Work(lane); });
+  for (size_t rank = 1; rank < lane->ranks.size(); ++rank) {
+    lane->ranks[rank]->thread =
+        std::thread([this, lane, rank] { PeerWork(lane, static_cast<int>(rank)); });
+  }
 }
 
 void UnitEngine::Impl::StopLanes(LoadedLlm& llm) {
@@ -305,6 +373,11 @@ void UnitEngine::Impl::StopLanes(LoadedLlm& llm) {
       lane->stop = true;
     }
     lane->worker.join();
+    {
+      absl::MutexLock lock(&lane->peers_mu);
+      lane->peers_stop = true;
+    }
+    for (size_t rank = 1; rank < lane->ranks.size(); ++rank) lane->ranks[rank]->thread.join();
   }
 }
 
@@ -325,17 +398,60 @@ void UnitEngine::Impl::Work(Lane* lane) {
   }
 }
 
-void UnitEngine::Impl::RunJob(Lane* lane) {
-  lane->status = absl::OkStatus();
+void UnitEngine::Impl::PeerWork(Lane* lane, int rank) {
+  RankLane& slot = *lane->ranks[rank];
+  while (true) {
+    {
+      absl::MutexLock lock(&lane->peers_mu);
+      auto ready = [lane, &slot]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lane->peers_mu) {
+        return lane->peer_jobs > slot.jobs_seen || lane->peers_stop;
+      };
+      lane->peers_mu.Await(absl::Condition(&ready));
+      if (lane->peer_jobs == slot.jobs_seen) return;  // stopped
+      slot.jobs_seen = lane->peer_jobs;
+    }
+    slot.status = RunRank(lane, rank);
+    absl::MutexLock lock(&lane->peers_mu);
+    ++lane->peers_done;
+  }
+}
+
+absl::Status UnitEngine::Impl::RunRank(Lane* lane, int rank) {
+  RankLane& slot = *lane->ranks[rank];
+  slot.kv.pool = pool_memory_[rank].get();
 #if MUXSERVE_WITH_CUDA
-  if (lane->cuda != nullptr) lane->status = lane->cuda->UsePartition(lane->partition);
+  if (slot.cuda != nullptr) {
+    RETURN_IF_ERROR(slot.cuda->UsePartition(RankPartition(lane->partition, rank)));
+  }
 #endif
-  if (lane->status.ok()) {
-    // The CPU backend's lanes take turns: its kernels already use every core.
-    std::optional<absl::MutexLock> turn;
-    if (lane->own_ops == nullptr) turn.emplace(&cpu_compute_mu_);
-    lane->status =
-        lane->transformer->Sample(lane->plan, lane->kv, lane->sampling, &lane->sampled);
+  return slot.transformer->Sample(lane->plan, slot.kv, lane->sampling, &slot.sampled);
+}
+
+void UnitEngine::Impl::RunJob(Lane* lane) {
+  // The CPU backend's lanes take turns, all ranks of a job together: its kernels already use
+  // every core, and a rank's backend instance serves every lane of that rank.
+  std::optional<absl::MutexLock> turn;
+  if (lane->ranks[0]->own_ops == nullptr) turn.emplace(&cpu_compute_mu_);
+  const int peers = static_cast<int>(lane->ranks.size()) - 1;
+  if (peers > 0) {
+    absl::MutexLock lock(&lane->peers_mu);
+    lane->peers_done = 0;
+    ++lane->peer_jobs;
+  }
+  lane->status = RunRank(lane, 0);
+  if (peers > 0) {
+    absl::MutexLock lock(&lane->peers_mu);
+    auto all_done = [lane, peers]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lane->peers_mu) {
+      return lane->peers_done == peers;
+    };
+    lane->peers_mu.Await(absl::Condition(&all_done));
+    for (int rank = 1; rank <= peers && lane->status.ok(); ++rank) {
+      if (!lane->ranks[rank]->status.ok()) {
+        lane->status = absl::Status(
+            lane->ranks[rank]->status.code(),
+            absl::StrCat("rank ", rank, ": ", lane->ranks[rank]->status.message()));
+      }
+    }
   }
   lane->ended = options_.clock->Now();
 }
@@ -366,20 +482,21 @@ absl::Status UnitEngine::Impl::AddLlm(const LlmSetup& setup) {
   auto& prefill = llm->lanes[static_cast<size_t>(JobPhase::kPrefill)];
   auto& decode = llm->lanes[static_cast<size_t>(JobPhase::kDecode)];
   ASSIGN_OR_RETURN(prefill, MakeLane(setup, JobPhase::kPrefill, weights.get(), nullptr));
-  ASSIGN_OR_RETURN(decode,
-                   MakeLane(setup, JobPhase::kDecode, nullptr, prefill->transformer.get()));
-  llm->kv_shape = {.num_layers = setup.spec.num_layers,
-                   .num_kv_heads = setup.spec.num_kv_heads,
-                   .head_dim = setup.spec.head_dim};
+  ASSIGN_OR_RETURN(decode, MakeLane(setup, JobPhase::kDecode, nullptr, prefill.get()));
+  const model::ModelSpec& shard = prefill->ranks[0]->transformer->shard_spec();
+  llm->kv_shape = {.num_layers = shard.num_layers,
+                   .num_kv_heads = shard.num_kv_heads,
+                   .head_dim = shard.head_dim};
   for (auto& lane : llm->lanes) StartWorker(lane.get());
   auto entry = std::make_shared<LlmEntry>();
   entry->spec = setup.spec;
+  entry->kv_shape = llm->kv_shape;
   entry->max_context = llm->setup.max_context;
   entry->tokens_per_block = tokens_per_block;
   entry->blocks_per_token_block = llm->kv_shape.blocks_per_token_block();
   entry->tokenizer = setup.tokenizer;
   spdlog::info("unit {}: model '{}' loaded ({} MB of weights, {} layers, KV {} tokens/block)",
-               options_.name, setup.name, prefill->transformer->weight_bytes() >> 20,
+               options_.name, setup.name, prefill->ranks[0]->transformer->weight_bytes() >> 20,
                setup.spec.num_layers, tokens_per_block);
   absl::MutexLock lock(&mu_);
   entry->index = static_cast<int>(entries_.size());
@@ -418,10 +535,7 @@ absl::Status UnitEngine::Impl::Submit(Request request) {
                      " requests queued; try again later"));
   }
   if (request.arrival == SteadyTime{}) request.arrival = options_.clock->Now();
-  const kvcache::KvShape shape{.num_layers = entry->spec.num_layers,
-                               .num_kv_heads = entry->spec.num_kv_heads,
-                               .head_dim = entry->spec.head_dim};
-  auto seq = std::make_unique<Sequence>(std::move(request), entry->index, shape,
+  auto seq = std::make_unique<Sequence>(std::move(request), entry->index, entry->kv_shape,
                                         entry->tokenizer.get());
   absl::MutexLock lock(&mu_);
   inbox_.push_back(std::move(seq));
@@ -622,12 +736,15 @@ void UnitEngine::Impl::Launch(const Job& job, bool prefill_active, bool decode_a
     plan.logit_rows.push_back(static_cast<int32_t>(plan.tokens.size()) - 1);
     lane.sampling.push_back({});
   }
-  lane.kv = {.pool = pool_memory_.get(),
-             .block_bytes = pool_.block_bytes(),
-             .tokens_per_block = q.tokens_per_block,
-             .head_dim = llm.setup.spec.head_dim,
-             .num_layers = llm.setup.spec.num_layers,
-             .num_kv_heads = llm.setup.spec.num_kv_heads};
+  for (auto& rank : lane.ranks) {
+    // Each rank reads its own pool memory (RunRank), laid out the same.
+    rank->kv = {.pool = nullptr,
+                .block_bytes = pool_.block_bytes(),
+                .tokens_per_block = q.tokens_per_block,
+                .head_dim = llm.kv_shape.head_dim,
+                .num_layers = llm.kv_shape.num_layers,
+                .num_kv_heads = llm.kv_shape.num_kv_heads};
+  }
   // The SMs this job runs on (see PartitionPlan).
   lane.partition = nullptr;
   if (partitions_.whole != nullptr) {
@@ -660,7 +777,7 @@ void UnitEngine::Impl::Complete(Lane* lane) {
   JobReport report{.model = llm.setup.name,
                    .prefill = prefill,
                    .partition = lane->partition != nullptr ? PartitionLabel(lane->partition)
-                                : lane->own_ops != nullptr ? "gpu"
+                                : lane->ranks[0]->own_ops != nullptr ? "gpu"
                                                            : "cpu",
                    .tokens = lane->plan.num_tokens(),
                    .started = lane->started,
@@ -698,7 +815,7 @@ void UnitEngine::Impl::Complete(Lane* lane) {
         lane->sample_entries[next_sample] != static_cast<int>(e)) {
       continue;  // a prompt chunk: no token yet
     }
-    const int32_t token = lane->sampled[next_sample++];
+    const int32_t token = lane->ranks[0]->sampled[next_sample++];
     if (prefill) {
       // The prompt (or the recomputation after a preemption) is done: decode from now on.
       q.waiting.erase(std::find(q.waiting.begin(), q.waiting.end(), seq));
@@ -845,11 +962,15 @@ int RoundSms(double sms) {
 // The unit's palette of partitions (see PartitionPlan), made once: a green context costs ms.
 absl::StatusOr<PartitionPlan> MakePartitionPlan(const UnitOptions& options) {
   ASSIGN_OR_RETURN(std::vector<runtime::DeviceInfo> devices, runtime::ListCudaDevices());
-  if (options.device < 0 || options.device >= static_cast<int>(devices.size())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("unit ", options.name, ": CUDA device ", options.device, " does not exist"));
+  for (int device : options.devices) {
+    if (device < 0 || device >= static_cast<int>(devices.size())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "unit ", options.name, ": CUDA device ", device, " does not exist (",
+          devices.size(), " visible)"));
+    }
   }
-  const int sms = devices[options.device].sm_count;
+  // SM counts from the first GPU: a unit's GPUs are of one kind.
+  const int sms = devices[options.devices.front()].sm_count;
   std::vector<std::vector<int>> splits = {{0}};
   switch (options.scheduler.mode) {
     case config::SchedulerMode::kMuxserve:
@@ -881,7 +1002,12 @@ absl::StatusOr<PartitionPlan> MakePartitionPlan(const UnitOptions& options) {
     backend = config::PartitionBackend::kNone;
   }
   PartitionPlan plan;
-  ASSIGN_OR_RETURN(plan.set, runtime::PartitionSet::Create(backend, options.device, splits));
+  ASSIGN_OR_RETURN(plan.set,
+                   runtime::PartitionSet::Create(backend, options.devices.front(), splits));
+  for (size_t rank = 1; rank < options.devices.size(); ++rank) {
+    ASSIGN_OR_RETURN(plan.peer_sets.emplace_back(),
+                     runtime::PartitionSet::Create(backend, options.devices[rank], splits));
+  }
   plan.whole = plan.set->split(0).front();
   if (options.scheduler.mode == config::SchedulerMode::kMuxserve) {
     plan.decode = plan.set->split(1)[0];
@@ -908,13 +1034,26 @@ absl::StatusOr<PartitionPlan> MakePartitionPlan(const UnitOptions& options) {
 
 absl::StatusOr<std::unique_ptr<UnitEngine>> UnitEngine::Create(const UnitOptions& options,
                                                                EngineObserver* observer) {
-  std::unique_ptr<Ops> ops;
+  const int tp = options.tensor_parallel;
+  if (tp < 1 || tp > 8 || (tp & (tp - 1)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unit ", options.name, ": tensor_parallel ", tp, " is not 1, 2, 4 or 8"));
+  }
+  std::vector<std::unique_ptr<Ops>> rank_ops;
   PartitionPlan partitions;
   if (options.backend == config::Backend::kCpu) {
-    ops = MakeCpuOps(options.cpu_threads);
+    // Ranks on the CPU share its cores.
+    for (int rank = 0; rank < tp; ++rank) rank_ops.push_back(MakeCpuOps(options.cpu_threads));
 #if MUXSERVE_WITH_CUDA
   } else if (options.backend == config::Backend::kCuda) {
-    ASSIGN_OR_RETURN(ops, MakeCudaOps({.device = options.device, .kernels = {}}));
+    if (static_cast<int>(options.devices.size()) != tp) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unit ", options.name, ": tensor_parallel ", tp, " needs ", tp,
+                       " GPUs, got ", options.devices.size()));
+    }
+    for (int device : options.devices) {
+      ASSIGN_OR_RETURN(rank_ops.emplace_back(), MakeCudaOps({.device = device, .kernels = {}}));
+    }
     ASSIGN_OR_RETURN(partitions, MakePartitionPlan(options));
 #endif
   } else {
@@ -929,13 +1068,25 @@ absl::StatusOr<std::unique_ptr<UnitEngine>> UnitEngine::Create(const UnitOptions
         absl::StrCat("kv_cache.memory (", options.kv_cache.memory_bytes,
                      " bytes) holds no block of ", options.kv_cache.block_bytes, " bytes"));
   }
-  ASSIGN_OR_RETURN(Buffer pool_memory, ops->Allocate(num_blocks * options.kv_cache.block_bytes));
-  spdlog::info("unit {}: {} backend, {} scheduling, KV pool of {} head blocks x {} bytes ({} MB)",
-               options.name, config::BackendName(options.backend),
+  // One pool per GPU, the same size on each: block ids are mirrored across the ranks.
+  std::vector<Buffer> pool_memory;
+  for (const std::unique_ptr<Ops>& ops : rank_ops) {
+    ASSIGN_OR_RETURN(pool_memory.emplace_back(),
+                     ops->Allocate(num_blocks * options.kv_cache.block_bytes));
+  }
+  std::string mesh;
+  if (tp > 1) {
+    mesh = options.backend == config::Backend::kCuda
+               ? absl::StrCat(", tensor parallel over GPUs ", absl::StrJoin(options.devices, ","))
+               : absl::StrCat(", tensor parallel over ", tp, " CPU ranks");
+  }
+  spdlog::info("unit {}: {} backend{}, {} scheduling, KV pool of {} head blocks x {} bytes ({} MB{})",
+               options.name, config::BackendName(options.backend), mesh,
                config::SchedulerModeName(options.scheduler.mode), num_blocks,
-               options.kv_cache.block_bytes, (num_blocks * options.kv_cache.block_bytes) >> 20);
+               options.kv_cache.block_bytes, (num_blocks * options.kv_cache.block_bytes) >> 20,
+               tp > 1 ? " on each" : "");
   return std::unique_ptr<UnitEngine>(new UnitEngine(
-      std::make_unique<Impl>(options, observer, std::move(ops), std::move(pool_memory),
+      std::make_unique<Impl>(options, observer, std::move(rank_ops), std::move(pool_memory),
                              num_blocks, std::move(partitions))));
 }
 

@@ -210,11 +210,12 @@ bool Estimator::Estimate(const std::vector<int>& models, int mesh_gpus, UnitPlan
   unit->sm_load = sm_load;
   unit->bandwidth_load = bandwidth_load;
   // Jobs overlap freely on disjoint partitions until the SMs or HBM bandwidth are oversubscribed;
-  // beyond that every job stretches by the overload.
+  // beyond that every job stretches by the overload, and only 1/stretch of each LLM's rate can be
+  // served (the loads above are those of serving the whole rate).
   const double stretch = std::max({1.0, sm_load, bandwidth_load});
   for (LlmPlan& plan : unit->llms) {
     plan.capacity /= stretch;
-    plan.throughput = std::min(problem_.models[plan.model].rate, plan.capacity);
+    plan.throughput = std::min(problem_.models[plan.model].rate / stretch, plan.capacity);
   }
   return true;
 }

@@ -11,6 +11,7 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -30,7 +31,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr char kUnitName[] = "unit0";
 constexpr char kServiceName[] = "muxserve.v1.Muxserve";
 
 // host:port a client on this machine can dial, for the start-up hint.
@@ -141,22 +141,31 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const config::Config& conf
   for (const config::ModelConfig& model : config.models) model_names.push_back(model.name);
   daemon->metrics_ = std::make_unique<Metrics>(model_names);
 
-  // Logged and partly applied: the daemon still runs one unit on one device.
   const std::optional<planner::ConfigPlan> plan = PlanAtStartup(config);
-  engine::UnitOptions unit_options = ResolveUnitOptions(config, plan ? &*plan : nullptr);
-  unit_options.name = kUnitName;
-  unit_options.backend = daemon->backend_;
-  if (config.scheduler.mode == config::SchedulerMode::kSpatial) {
-    ASSIGN_OR_RETURN(unit_options.spatial_sm_shares, SpatialSmShares(config.models));
+  ServingLayout layout = ResolveServingLayout(config, plan ? &*plan : nullptr);
+  for (UnitSetup& unit : layout.units) {
+    unit.options.backend = daemon->backend_;
+    if (config.scheduler.mode == config::SchedulerMode::kSpatial) {
+      std::vector<config::ModelConfig> models;
+      for (const config::ModelConfig& model : config.models) {
+        if (absl::c_linear_search(unit.models, model.name)) models.push_back(model);
+      }
+      ASSIGN_OR_RETURN(unit.options.spatial_sm_shares, SpatialSmShares(models));
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<engine::UnitEngine> engine,
+                     engine::UnitEngine::Create(unit.options, daemon->metrics_.get()));
+    for (const std::string& name : unit.models) daemon->engine_of_model_[name] = engine.get();
+    daemon->engines_.push_back(std::move(engine));
   }
-  ASSIGN_OR_RETURN(daemon->engine_,
-                   engine::UnitEngine::Create(unit_options, daemon->metrics_.get()));
-
+  daemon->not_served_ = std::move(layout.elsewhere);
+  // In the config's order, which ListModels keeps.
   for (const std::string& name : model_names) {
-    RETURN_IF_ERROR(daemon->router_.AddLoading(name, kUnitName));
+    auto unit = daemon->engine_of_model_.find(name);
+    RETURN_IF_ERROR(daemon->router_.AddLoading(
+        name, unit != daemon->engine_of_model_.end() ? unit->second->name() : "none"));
   }
   daemon->service_ = std::make_unique<MuxserveService>(
-      &daemon->router_, unit_options.clock,
+      &daemon->router_, engine::UnitOptions{}.clock,
       std::make_shared<AccessControl>(config.auth, config.limits));
   RETURN_IF_ERROR(daemon->Listen(config, options));
 
@@ -226,8 +235,8 @@ absl::Status Daemon::Listen(const config::Config& config, const DaemonOptions& o
   if (!config.models.empty()) {
     std::vector<std::string> names;
     for (const config::ModelConfig& model : config.models) names.push_back(model.name);
-    spdlog::info("muxserved: loading {} model(s) on unit {} ({} backend): {}", names.size(),
-                 kUnitName, config::BackendName(backend_), absl::StrJoin(names, ", "));
+    spdlog::info("muxserved: loading {} model(s) on {} unit(s) ({} backend): {}", names.size(),
+                 engines_.size(), config::BackendName(backend_), absl::StrJoin(names, ", "));
     spdlog::info("try: muxserve generate --addr {} --model {} --prompt 'Hello'", client_address,
                  names.front());
   }
@@ -264,6 +273,14 @@ void Daemon::LoadModels() {
 
 absl::Status Daemon::LoadModel(const config::ModelConfig& model_config) {
   const auto started = std::chrono::steady_clock::now();
+  auto unit = engine_of_model_.find(model_config.name);
+  if (unit == engine_of_model_.end()) {
+    auto reason = not_served_.find(model_config.name);
+    return absl::FailedPreconditionError(reason != not_served_.end()
+                                             ? reason->second
+                                             : "the placement plan gives it no unit");
+  }
+  engine::UnitEngine* engine = unit->second;
   ASSIGN_OR_RETURN(PreparedModel prepared,
                    PrepareModel(model_config, config_.server.synthetic_dir, backend_));
   {
@@ -284,20 +301,20 @@ absl::Status Daemon::LoadModel(const config::ModelConfig& model_config) {
   setup.max_context = prepared.max_context;
   setup.rate = model_config.rate;
   setup.random_weights_seed = prepared.random_weights_seed;
-  RETURN_IF_ERROR(engine_->AddLlm(setup));
+  RETURN_IF_ERROR(engine->AddLlm(setup));
 
   ModelEntry entry;
   entry.name = model_config.name;
-  entry.unit = engine_->name();
-  entry.engine = engine_.get();
+  entry.unit = engine->name();
+  entry.engine = engine;
   entry.tokenizer = std::move(prepared.tokenizer);
   entry.chat_template = prepared.chat_template;
   entry.spec = std::move(prepared.spec);
   entry.dtype = prepared.dtype;
   entry.max_context = prepared.max_context;
   RETURN_IF_ERROR(router_.SetServing(std::move(entry)));
-  spdlog::info("model {}: serving from {} ({}, max context {}, loaded in {:.2f} s)",
-               model_config.name, prepared.dir.string(), DTypeName(prepared.dtype),
+  spdlog::info("model {}: serving on {} from {} ({}, max context {}, loaded in {:.2f} s)",
+               model_config.name, engine->name(), prepared.dir.string(), DTypeName(prepared.dtype),
                prepared.max_context,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   return absl::OkStatus();
@@ -322,9 +339,14 @@ void Daemon::Shutdown() {
     // Every service reads NOT_SERVING from now on, and stays so.
     server_->GetHealthCheckService()->Shutdown();
   }
-  if (engine_ != nullptr) {
+  if (!engines_.empty()) {
     spdlog::info("muxserved: draining (up to {:.1f} s)", config_.server.shutdown_grace_seconds);
-    engine_->Drain(grace);
+    // The units drain side by side, so the grace period is not paid once per unit.
+    std::vector<std::thread> drains;
+    for (const auto& engine : engines_) {
+      drains.emplace_back([&engine, grace] { engine->Drain(grace); });
+    }
+    for (std::thread& drain : drains) drain.join();
   }
   if (server_ != nullptr) {
     // The engine has finished every stream: give slow clients a moment to read their last

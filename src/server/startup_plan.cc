@@ -35,27 +35,18 @@ std::optional<planner::ConfigPlan> PlanAtStartup(const config::Config& config) {
   const std::string table = planner::FormatPlacement(plan->problem, plan->placement);
   spdlog::info("muxserved: placement plan (as `muxserve plan` prints it):\n{}",
                std::string(absl::StripSuffix(table, "\n")));
-  const std::vector<planner::UnitPlan>& units = plan->placement.units;
-  if (units.size() > 1 || (units.size() == 1 && units.front().gpus.size() > 1)) {
-    std::vector<std::string> described;
-    for (size_t i = 0; i < units.size(); ++i) described.push_back(DescribeUnit(*plan, i));
-    spdlog::warn(
-        "muxserved: the plan uses {} unit(s) over more than one GPU: {}; this daemon serves every "
-        "model on one unit on one device (multi-unit serving is not wired yet)",
-        units.size(), absl::StrJoin(described, "; "));
-  }
   return *std::move(plan);
 }
 
-std::optional<double> PlannedDecodeSmShare(const planner::ConfigPlan& plan) {
-  if (plan.placement.units.empty() || plan.placement.units.front().llms.empty()) {
+std::optional<double> PlannedDecodeSmShare(const planner::ConfigPlan& plan, size_t unit) {
+  if (unit >= plan.placement.units.size() || plan.placement.units[unit].llms.empty()) {
     return std::nullopt;
   }
   // The engine gives every decode job of a unit one partition size, while the plan sizes a share
   // per LLM: weighting by rate gives the LLMs with the most decode work about what was planned
   // for them.
   double weighted = 0, rates = 0;
-  for (const planner::LlmPlan& llm : plan.placement.units.front().llms) {
+  for (const planner::LlmPlan& llm : plan.placement.units[unit].llms) {
     const double rate = plan.problem.models[llm.model].rate;
     weighted += rate * llm.decode_sm_share;
     rates += rate;
@@ -66,7 +57,7 @@ std::optional<double> PlannedDecodeSmShare(const planner::ConfigPlan& plan) {
 }
 
 engine::UnitOptions ResolveUnitOptions(const config::Config& config,
-                                       const planner::ConfigPlan* plan) {
+                                       const planner::ConfigPlan* plan, size_t unit) {
   engine::UnitOptions options;
   options.cpu_threads = config.runtime.cpu_threads;
   options.kv_cache = config.kv_cache;
@@ -75,15 +66,58 @@ engine::UnitOptions ResolveUnitOptions(const config::Config& config,
   options.partitions = config.runtime.partitions;
   if (config.scheduler.mode == config::SchedulerMode::kMuxserve &&
       !config.scheduler.decode_sm_share_set && plan != nullptr) {
-    if (std::optional<double> share = PlannedDecodeSmShare(*plan)) {
+    if (std::optional<double> share = PlannedDecodeSmShare(*plan, unit)) {
       options.scheduler.decode_sm_share = *share;
       spdlog::info(
-          "muxserved: decode share {:.1f}% of the SMs beside a prefill (the plan's; "
+          "muxserved: unit{}: decode share {:.1f}% of the SMs beside a prefill (the plan's; "
           "scheduler.decode_sm_share is unset; used with green or mps partitions)",
-          100 * *share);
+          unit, 100 * *share);
     }
   }
   return options;
+}
+
+ServingLayout ResolveServingLayout(const config::Config& config, const planner::ConfigPlan* plan) {
+  ServingLayout layout;
+  if (plan == nullptr) {
+    UnitSetup unit{.options = ResolveUnitOptions(config, nullptr), .models = {}};
+    unit.options.name = "unit0";
+    for (const config::ModelConfig& model : config.models) unit.models.push_back(model.name);
+    layout.units.push_back(std::move(unit));
+    return layout;
+  }
+  const std::vector<planner::UnitPlan>& units = plan->placement.units;
+  for (size_t i = 0; i < units.size(); ++i) {
+    const planner::UnitPlan& planned = units[i];
+    std::vector<std::string> models;
+    for (const planner::LlmPlan& llm : planned.llms) {
+      models.push_back(plan->problem.models[llm.model].name);
+    }
+    if (planned.node != 0) {
+      for (const std::string& model : models) {
+        layout.elsewhere[model] = absl::StrCat(
+            "the plan places it on node ", planned.node, " (", DescribeUnit(*plan, i),
+            "); this daemon serves node 0: start muxserved there");
+      }
+      spdlog::warn("muxserved: {} is on node {}: not served by this daemon",
+                   DescribeUnit(*plan, i), planned.node);
+      continue;
+    }
+    UnitSetup unit{.options = ResolveUnitOptions(config, plan, i), .models = std::move(models)};
+    unit.options.name = absl::StrCat("unit", i);
+    unit.options.devices.clear();
+    for (int64_t gpu : planned.gpus) {
+      unit.options.devices.push_back(
+          static_cast<int>(gpu - planned.node * config.cluster.gpus_per_node));
+    }
+    unit.options.tensor_parallel = static_cast<int>(planned.gpus.size());
+    spdlog::info("muxserved: serving {}{}", DescribeUnit(*plan, i),
+                 planned.gpus.size() > 1
+                     ? absl::StrCat(", tensor parallel over ", planned.gpus.size(), " ranks")
+                     : std::string());
+    layout.units.push_back(std::move(unit));
+  }
+  return layout;
 }
 
 }  // namespace muxserve::server

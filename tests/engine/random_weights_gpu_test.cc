@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -47,13 +48,13 @@ class RandomWeightsGpuTest : public ::testing::Test {
 
   // The named tensors loaded (concatenated) into device memory, back as floats.
   std::vector<float> Load(const std::vector<std::string>& names) {
-    std::vector<const model::TensorInfo*> parts;
+    std::vector<WeightSlice> parts;
     int64_t count = 0;
     for (const std::string& name : names) {
       auto info = weights_->Get(name);
       EXPECT_TRUE(info.ok()) << info.status();
       if (!info.ok()) return {};
-      parts.push_back(*info);
+      parts.push_back({.tensor = *info});
       count += (*info)->NumElements();
     }
     auto buffer = ops_->LoadWeight(parts);
@@ -101,6 +102,58 @@ TEST_F(RandomWeightsGpuTest, FusedPartsKeepTheirOwnScalesAndRepeat) {
   const double want_std = 1.0 / std::sqrt(256.0);
   EXPECT_NEAR(MomentsOf(k).std, want_std, 0.1 * want_std);
   EXPECT_NEAR(MomentsOf(v).std, want_std, 0.1 * want_std);
+}
+
+// Tensor-parallel shards: a row range and a column range of a drawn tensor, and of a bf16 and an
+// fp32 checkpoint tensor, hold the values of the same elements of the whole tensor.
+TEST_F(RandomWeightsGpuTest, SlicesHoldTheValuesOfTheWholeTensor) {
+  const model::TensorInfo* down = *weights_->Get("model.layers.0.mlp.down_proj.weight");
+  const int64_t rows = down->shape[0], cols = down->shape[1];  // [256, 512]
+  std::vector<float> bf16_values(rows * cols), f32_values(rows * cols);
+  std::vector<uint16_t> bf16_bits(rows * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    f32_values[i] = static_cast<float>((i * 7919) % 1009) / 1009.0f - 0.5f;
+    bf16_bits[i] = FloatToBf16(f32_values[i]);
+    bf16_values[i] = Bf16ToFloat(bf16_bits[i]);
+  }
+  const model::TensorInfo bf16_tensor{
+      .dtype = DType::kBFloat16, .shape = {rows, cols},
+      .data = std::as_bytes(std::span<const uint16_t>(bf16_bits))};
+  const model::TensorInfo f32_tensor{.dtype = DType::kFloat32, .shape = {rows, cols},
+                                     .data = std::as_bytes(std::span<const float>(f32_values))};
+  auto whole = [&](const model::TensorInfo* tensor) {
+    const WeightSlice part{.tensor = tensor};
+    auto buffer = ops_->LoadWeight({&part, 1});
+    EXPECT_TRUE(buffer.ok()) << buffer.status();
+    std::vector<float> values(rows * cols);
+    EXPECT_TRUE(ops_->CopyToHost(buffer->get(), rows * cols, values.data()).ok());
+    return values;
+  };
+  for (const model::TensorInfo* tensor : {down, &bf16_tensor, &f32_tensor}) {
+    const std::vector<float> all = whole(tensor);
+    // Rows [64, 128) then columns [128, 384): one buffer of both, as a fused shard would be.
+    const WeightSlice parts[] = {{.tensor = tensor, .row_begin = 64, .rows = 64},
+                                 {.tensor = tensor, .col_begin = 128, .cols = 256}};
+    auto buffer = ops_->LoadWeight(parts);
+    ASSERT_TRUE(buffer.ok()) << buffer.status();
+    const int64_t count = 64 * cols + rows * 256;
+    ASSERT_EQ(buffer->bytes, count * 2);
+    std::vector<float> got(count, std::nanf(""));
+    ASSERT_TRUE(ops_->CopyToHost(buffer->get(), count, got.data()).ok());
+    for (int64_t r = 0; r < 64; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(got[r * cols + c], all[(64 + r) * cols + c]) << "row slice " << r << "," << c;
+      }
+    }
+    const float* columns = got.data() + 64 * cols;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < 256; ++c) {
+        ASSERT_EQ(columns[r * 256 + c], all[r * cols + 128 + c]) << "column slice " << r << "," << c;
+      }
+    }
+  }
+  const WeightSlice outside{.tensor = down, .row_begin = 200, .rows = 100};
+  EXPECT_EQ(ops_->LoadWeight({&outside, 1}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -33,9 +33,10 @@ class UnitEngineTest : public ::testing::Test {
   }
 
   std::unique_ptr<UnitEngine> MakeEngine(int64_t kv_bytes = 8 << 20,
-                                         int64_t max_queued = 64) {
+                                         int64_t max_queued = 64, int tensor_parallel = 1) {
     UnitOptions options;
     options.cpu_threads = 2;
+    options.tensor_parallel = tensor_parallel;
     options.kv_cache = {.memory_bytes = kv_bytes, .block_bytes = 2048};
     options.max_queued_requests = max_queued;
     auto engine = UnitEngine::Create(options, nullptr);
@@ -104,6 +105,53 @@ TEST_F(UnitEngineTest, GreedyOutputDoesNotDependOnWhatElseIsRunning) {
   EXPECT_EQ(stats[0].requests_finished + stats[1].requests_finished, 7);
   EXPECT_EQ(stats[0].running + stats[1].running, 0);
   EXPECT_EQ(stats[0].kv_blocks_used + stats[1].kv_blocks_used, 0);
+}
+
+// Both LLMs split over two CPU ranks: the same greedy tokens as unsplit, with requests of both
+// batched together, and a tiny pool that forces preemption.
+TEST_F(UnitEngineTest, TensorParallelUnitGivesTheSameGreedyTokens) {
+  std::vector<std::vector<int32_t>> want;
+  for (int tp : {1, 2}) {
+    auto engine = MakeEngine(tp == 1 ? 8 << 20 : 64 << 10, 64, tp);
+    std::vector<std::shared_ptr<Collector>> sinks;
+    for (int i = 0; i < 6; ++i) {
+      sinks.push_back(std::make_shared<Collector>());
+      ASSERT_TRUE(engine
+                      ->Submit(Greedy(i % 2 == 0 ? "alpha" : "beta", Prompt(5 + 3 * i, i), 10,
+                                      sinks.back()))
+                      .ok());
+    }
+    for (size_t i = 0; i < sinks.size(); ++i) {
+      const FinishInfo info = sinks[i]->Wait();
+      EXPECT_EQ(info.reason, FinishReason::kLength) << info.error;
+      if (tp == 1) {
+        want.push_back(sinks[i]->ids());
+      } else {
+        EXPECT_EQ(sinks[i]->ids(), want[i]) << "request " << i;
+      }
+    }
+  }
+}
+
+TEST_F(UnitEngineTest, TensorParallelRefusesWhatItCannotSplit) {
+  UnitOptions options;
+  options.cpu_threads = 1;
+  options.kv_cache = {.memory_bytes = 1 << 20, .block_bytes = 2048};
+  options.tensor_parallel = 3;
+  auto bad = UnitEngine::Create(options, nullptr);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("tensor_parallel 3"), std::string::npos);
+  options.tensor_parallel = 4;
+  auto engine = UnitEngine::Create(options, nullptr);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const TestLlm& beta = (*llms_)[1];  // 6 heads: not divisible by 4
+  auto tokenizer = model::Tokenizer::Load(beta.dir);
+  ASSERT_TRUE(tokenizer.ok());
+  const absl::Status added = (*engine)->AddLlm(
+      {.name = beta.name, .model_dir = beta.dir, .spec = beta.spec,
+       .tokenizer = std::move(*tokenizer), .max_context = 256});
+  EXPECT_EQ(added.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(added.message().find("num_attention_heads"), std::string::npos) << added;
 }
 
 TEST_F(UnitEngineTest, PreemptionOnATinyPoolLosesNothingAndKeepsOutputs) {

@@ -37,7 +37,7 @@ class CudaOpsTest : public ::testing::Test {
         .dtype = DType::kFloat32,
         .shape = {static_cast<int64_t>(values.size())},
         .data = std::as_bytes(std::span<const float>(values.data(), values.size()))};
-    const model::TensorInfo* parts[] = {&info};
+    const WeightSlice parts[] = {{.tensor = &info}};
     auto buffer = ops_->LoadWeight(parts);
     EXPECT_TRUE(buffer.ok()) << buffer.status();
     return buffer.ok() ? *buffer : Buffer{};

@@ -1,5 +1,5 @@
-// The placement plan at daemon start-up: what is logged, what is applied to the one unit, and
-// that a failed plan never stops the daemon.
+// The placement plan at daemon start-up: what is logged, which units are served on which GPUs,
+// and that a failed plan never stops the daemon.
 #include "muxserve/server/startup_plan.h"
 
 #include <unistd.h>
@@ -78,7 +78,7 @@ TEST(StartupPlanTest, ConfigKnowsWhetherDecodeShareWasSet) {
   EXPECT_DOUBLE_EQ(set.scheduler.decode_sm_share, 0.3);
 }
 
-TEST(StartupPlanTest, DecodeShareIsTheRateWeightedMeanOfTheFirstUnit) {
+TEST(StartupPlanTest, DecodeShareIsTheRateWeightedMeanOfTheUnit) {
   const planner::ConfigPlan plan = TwoLlmPlan();
   ASSERT_TRUE(PlannedDecodeSmShare(plan).has_value());
   EXPECT_DOUBLE_EQ(*PlannedDecodeSmShare(plan), (3 * 0.5 + 1 * 0.25) / 4);
@@ -88,6 +88,7 @@ TEST(StartupPlanTest, DecodeShareIsTheRateWeightedMeanOfTheFirstUnit) {
   EXPECT_DOUBLE_EQ(*PlannedDecodeSmShare(whole), 0.875);  // the prefill keeps 1/8
 
   EXPECT_FALSE(PlannedDecodeSmShare(planner::ConfigPlan{}).has_value());
+  EXPECT_FALSE(PlannedDecodeSmShare(plan, 1).has_value());  // no such unit
 }
 
 TEST(StartupPlanTest, PlanSetsDecodeShareOnlyWhenTheConfigDoesNot) {
@@ -117,23 +118,58 @@ TEST(StartupPlanTest, LogsThePlanTableOfMuxservePlan) {
               HasSubstr(planner::FormatPlacement(plan->problem, plan->placement).substr(0, 40)));
   EXPECT_THAT(log.Text(), AllOf(HasSubstr("placement plan"), HasSubstr("SM PRE/DEC"),
                                 HasSubstr("tiny"), HasSubstr("predicted throughput")));
-  EXPECT_THAT(log.Text(), Not(HasSubstr("not wired")));
 }
 
-TEST(StartupPlanTest, WarnsWhenThePlanNeedsMoreThanOneGpu) {
-  const config::Config config = Parse(std::string(R"(
-cluster: {gpus_per_node: 2}
-placement:
-  units: [{gpus: [0], models: [tiny]}, {gpus: [1], models: [other]}]
-models:)") + kTinyModel + R"(
+constexpr char kOtherModel[] = R"(
   - name: other
     synthetic: {layers: 2, hidden: 64, heads: 4, intermediate: 128}
-)");
+)";
+
+TEST(StartupPlanTest, ServesThePlansUnitsOnTheirGpus) {
+  const config::Config config = Parse(std::string(R"(
+cluster: {nodes: 2, gpus_per_node: 2}
+placement:
+  units: [{gpus: [1], models: [tiny]}, {gpus: [2, 3], models: [other]}]
+models:)") + kTinyModel + kOtherModel);
   CapturedLog log;
-  ASSERT_TRUE(PlanAtStartup(config).has_value());
-  EXPECT_THAT(log.Text(), AllOf(HasSubstr("[warning]"), HasSubstr("unit0 (node0 GPU 0: tiny)"),
-                                HasSubstr("unit1 (node0 GPU 1: other)"),
-                                HasSubstr("multi-unit serving is not wired")));
+  const std::optional<planner::ConfigPlan> plan = PlanAtStartup(config);
+  ASSERT_TRUE(plan.has_value());
+  const ServingLayout layout = ResolveServingLayout(config, &*plan);
+  ASSERT_EQ(layout.units.size(), 1u);
+  EXPECT_EQ(layout.units[0].options.name, "unit0");
+  EXPECT_EQ(layout.units[0].options.devices, std::vector<int>{1});
+  EXPECT_EQ(layout.units[0].options.tensor_parallel, 1);
+  EXPECT_EQ(layout.units[0].models, std::vector<std::string>{"tiny"});
+  // The second unit is on node 1: another daemon's.
+  ASSERT_EQ(layout.elsewhere.count("other"), 1u);
+  EXPECT_THAT(layout.elsewhere.at("other"), HasSubstr("node 1"));
+  EXPECT_THAT(log.Text(), AllOf(HasSubstr("serving unit0 (node0 GPU 1: tiny)"),
+                                HasSubstr("[warning]"), HasSubstr("unit1 (node1 GPUs 2,3: other)")));
+}
+
+TEST(StartupPlanTest, AUnitOfSeveralGpusIsTensorParallel) {
+  const config::Config config = Parse(std::string(R"(
+cluster: {gpus_per_node: 4}
+placement:
+  units: [{gpus: [2, 3], models: [tiny, other]}]
+models:)") + kTinyModel + kOtherModel);
+  const std::optional<planner::ConfigPlan> plan = PlanAtStartup(config);
+  ASSERT_TRUE(plan.has_value());
+  const ServingLayout layout = ResolveServingLayout(config, &*plan);
+  ASSERT_EQ(layout.units.size(), 1u);
+  EXPECT_EQ(layout.units[0].options.devices, (std::vector<int>{2, 3}));
+  EXPECT_EQ(layout.units[0].options.tensor_parallel, 2);
+  EXPECT_EQ(layout.units[0].models, (std::vector<std::string>{"tiny", "other"}));
+  EXPECT_TRUE(layout.elsewhere.empty());
+}
+
+TEST(StartupPlanTest, WithoutAPlanEveryModelIsOnOneUnitOnGpuZero) {
+  const config::Config config = Parse(std::string("models:") + kTinyModel + kOtherModel);
+  const ServingLayout layout = ResolveServingLayout(config, nullptr);
+  ASSERT_EQ(layout.units.size(), 1u);
+  EXPECT_EQ(layout.units[0].options.devices, std::vector<int>{0});
+  EXPECT_EQ(layout.units[0].options.tensor_parallel, 1);
+  EXPECT_EQ(layout.units[0].models, (std::vector<std::string>{"tiny", "other"}));
 }
 
 // A model larger than any unit: the planner's error is logged and the daemon serves anyway.
@@ -194,6 +230,45 @@ models:)" + kTinyModel);
   fs::remove_all(dir);
   EXPECT_THAT(text, AllOf(HasSubstr("placement plan"), HasSubstr("SM PRE/DEC"),
                           HasSubstr("of the SMs beside a prefill (the plan's")));
+}
+
+// Two units on the CPU backend, one of them split over two ranks: every model serves, each from
+// the unit the YAML pins it to.
+TEST(StartupPlanTest, DaemonServesEveryUnitOfThePlan) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("muxserve_startup_units_test_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  const config::Config config = Parse(R"(
+server:
+  grpc_address: 127.0.0.1:0
+  metrics_address: ""
+  shutdown_grace_seconds: 0.1
+  synthetic_dir: )" + (dir / "synthetic").string() +
+                                      R"(
+runtime: {backend: cpu, cpu_threads: 1}
+kv_cache: {memory: 16MiB}
+cluster: {gpus_per_node: 4}
+placement:
+  units: [{gpus: [0], models: [tiny]}, {gpus: [1, 2], models: [other]}]
+models:)" + kTinyModel + kOtherModel);
+  std::string text;
+  {
+    CapturedLog log;
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, {});
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    ASSERT_TRUE((*daemon)->WaitForModels(absl::Seconds(60)));
+    auto tiny = (*daemon)->router().FindServing("tiny");
+    auto other = (*daemon)->router().FindServing("other");
+    ASSERT_TRUE(tiny.ok()) << tiny.status();
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_EQ((*tiny)->unit, "unit0");
+    EXPECT_EQ((*other)->unit, "unit1");
+    daemon->reset();
+    text = log.Text();
+  }
+  fs::remove_all(dir);
+  EXPECT_THAT(text, AllOf(HasSubstr("serving unit1 (node0 GPUs 1,2: other), tensor parallel"),
+                          HasSubstr("tensor parallel over 2 CPU ranks")));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "muxserve/common/dtype.h"
 #include "muxserve/engine/step_plan.h"
 #include "muxserve/model/safetensors.h"
+#include "muxserve/runtime/communicator.h"
 
 namespace muxserve::engine {
 
@@ -35,13 +36,42 @@ struct RowSampling {
   uint64_t seed = 0;      // the draw depends on the seed alone
 };
 
+// The part of a checkpoint tensor one tensor-parallel rank loads: rows [row_begin, row_begin +
+// rows) and columns [col_begin, col_begin + cols) of the tensor seen as a matrix [shape[0],
+// elements / shape[0]] (a vector is a column). rows or cols < 0: all of them.
+struct WeightSlice {
+  const model::TensorInfo* tensor = nullptr;
+  int64_t row_begin = 0;
+  int64_t rows = -1;
+  int64_t col_begin = 0;
+  int64_t cols = -1;
+};
+
+// A slice's bounds resolved against its tensor's shape.
+struct SliceBounds {
+  int64_t total_cols = 0;  // the tensor's columns (its row pitch in elements)
+  int64_t row_begin = 0;
+  int64_t rows = 0;
+  int64_t col_begin = 0;
+  int64_t cols = 0;
+  int64_t elements() const { return rows * cols; }
+  // Index of element (row r, column c) of the slice in the whole tensor.
+  int64_t SourceIndex(int64_t r, int64_t c) const {
+    return (row_begin + r) * total_cols + col_begin + c;
+  }
+};
+// INVALID_ARGUMENT when the slice reaches outside its tensor.
+absl::StatusOr<SliceBounds> ResolveSlice(const WeightSlice& slice);
+
 class Ops {
  public:
   virtual ~Ops() = default;
   virtual DType dtype() const = 0;
   virtual absl::StatusOr<Buffer> Allocate(int64_t bytes) = 0;
-  // Concatenates checkpoint tensors row-wise (fused QKV or gate/up) in the backend's dtype.
-  virtual absl::StatusOr<Buffer> LoadWeight(std::span<const model::TensorInfo* const> parts) = 0;
+  // Concatenates slices of checkpoint tensors row-wise (fused QKV or gate/up, or one rank's
+  // shard of them) in the backend's dtype. Random tensors give each slice the values it has in
+  // the whole tensor, so the shards of a synthetic model add up to the unsharded model.
+  virtual absl::StatusOr<Buffer> LoadWeight(std::span<const WeightSlice> parts) = 0;
   // Float32 host data (rope frequencies) into backend memory, kept as float32.
   virtual absl::StatusOr<Buffer> UploadFloat32(std::span<const float> values) = 0;
   // Makes the plan's metadata readable by the ops of this step.
@@ -65,6 +95,9 @@ class Ops {
   virtual void Attention(const void* qkv, const StepPlan& plan, int64_t row_stride,
                          int64_t num_q_heads, int64_t layer, float scale,
                          const kernels::PagedKv& kv, void* out) = 0;
+  // Sums x [count] over the ranks of `comm` in place (tensor parallelism: after the row-parallel
+  // projections), ordered with the other ops of this step.
+  virtual void AllReduceSum(runtime::Communicator& comm, void* x, int64_t count) = 0;
   // out [rows.size(), width] = x[plan.logit_rows[i]].
   virtual void GatherLogitRows(const void* x, const StepPlan& plan, int64_t width, void* out) = 0;
   // Copies `count` elements to host float32 and waits for the step to finish.

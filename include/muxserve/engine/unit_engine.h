@@ -29,8 +29,13 @@ struct UnitOptions {
   int64_t cpu_threads = 0;
   config::KvCacheConfig kv_cache{};
   config::SchedulerConfig scheduler{};
-  // CUDA: the device and how its SMs are split between jobs (see runtime/partition.h).
-  int device = 0;
+  // Tensor parallelism: every LLM of the unit is split over this many ranks (1, 2, 4 or 8),
+  // each run by a thread of its own: on the CUDA backend one GPU each (`devices`, joined by
+  // NCCL), on the CPU backend ranks sharing the cores (joined in process).
+  int tensor_parallel = 1;
+  // CUDA: the unit's GPUs (runtime ordinals), one per rank, and how their SMs are split between
+  // jobs (see runtime/partition.h; the same palette on every GPU).
+  std::vector<int> devices = {0};
   config::PartitionBackend partitions = config::PartitionBackend::kAuto;
   // Spatial mode: each LLM's share of the SMs by name; LLMs not named split what is left in
   // proportion to their rate.

@@ -1,15 +1,17 @@
 // The daemon: gRPC (muxserve.v1, grpc.health.v1, reflection) and Prometheus endpoints in front of
-// one unit engine for the configured models. Start returns once it listens; the models load in
+// the unit engines of the placement plan (server/startup_plan.h). Start returns once it listens; the models load in
 // the background (LOADING until then) and each one that fails is marked FAILED while the others
 // serve. Health: service "" is SERVING while the process serves; "muxserve.v1.Muxserve" once
 // every model is loaded or failed; each model's name while that model serves.
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -66,7 +68,9 @@ class Daemon {
   // Declared in dependency order: destroyed servers first, the metrics the engine reports to last.
   std::unique_ptr<Metrics> metrics_;
   Router router_;
-  std::unique_ptr<engine::UnitEngine> engine_;
+  std::vector<std::unique_ptr<engine::UnitEngine>> engines_;  // the units this daemon serves
+  std::map<std::string, engine::UnitEngine*> engine_of_model_;
+  std::map<std::string, std::string> not_served_;  // model -> why (placed on another node)
   std::unique_ptr<MuxserveService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
