@@ -1,5 +1,5 @@
-// Pieces the CUDA benchmarks share: event timing, step plans over contiguous head blocks, FLOP
-// counts and model shapes.
+// Pieces the CUDA benchmarks share: event timing, FLOP counts and model shapes (step plans over
+// contiguous head blocks are engine::UniformStepPlan).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -10,13 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "muxserve/common/status.h"
 #include "muxserve/engine/step_plan.h"
+#include "muxserve/engine/uniform_plan.h"
 #include "muxserve/model/model_spec.h"
 #include "muxserve/runtime/check.h"
 
@@ -58,41 +58,6 @@ inline double Median(std::vector<double> values) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
-}
-
-// Plans of `num_seqs` sequences, each with `new_tokens` new tokens after `cached` ones, over
-// contiguous head blocks from `first_block` on; logits of each sequence's last row.
-inline engine::StepPlan MakePlan(const model::ModelSpec& spec, int64_t tokens_per_block,
-                                 int num_seqs, int new_tokens, int cached, std::mt19937& rng,
-                                 int64_t first_block = 0) {
-  engine::StepPlan plan;
-  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(spec.vocab_size) - 1);
-  const int64_t per_token_block = spec.num_layers * spec.num_kv_heads;
-  const int context = cached + new_tokens;
-  const int64_t token_blocks = (context + tokens_per_block - 1) / tokens_per_block;
-  for (int s = 0; s < num_seqs; ++s) {
-    plan.seqs.push_back({.q_start = static_cast<int32_t>(plan.tokens.size()),
-                         .q_len = new_tokens,
-                         .context_len = context,
-                         .table_offset = static_cast<int32_t>(plan.block_tables.size())});
-    for (int i = 0; i < new_tokens; ++i) {
-      plan.tokens.push_back(token(rng));
-      plan.positions.push_back(cached + i);
-    }
-    for (int64_t b = 0; b < token_blocks * per_token_block; ++b) {
-      plan.block_tables.push_back(
-          static_cast<int32_t>(first_block + s * token_blocks * per_token_block + b));
-    }
-    plan.logit_rows.push_back(static_cast<int32_t>(plan.tokens.size()) - 1);
-  }
-  return plan;
-}
-
-// Head blocks MakePlan's plan uses.
-inline int64_t PlanBlocks(const model::ModelSpec& spec, int64_t tokens_per_block, int num_seqs,
-                          int context) {
-  return num_seqs * ((context + tokens_per_block - 1) / tokens_per_block) * spec.num_layers *
-         spec.num_kv_heads;
 }
 
 // Attention FLOPs of a step: QK^T and PV over the keys each new row sees (causal).

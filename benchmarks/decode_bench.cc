@@ -40,7 +40,7 @@ using engine::StepPlan;
 constexpr int64_t kBlockBytes = 16384;
 
 using bench::AttentionFlops;
-using bench::MakePlan;
+using engine::UniformStepPlan;
 using bench::StepFlops;
 using bench::Time;
 using bench::Timing;
@@ -145,7 +145,7 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
   for (bool graphs : {true, false}) {
     cuda->SetKernelChoices({.decode_graphs = graphs});
     for (int batch : {1, 32, 128}) {
-      const StepPlan plan = MakePlan(spec, tokens_per_block, batch, 1, kContext, rng);
+      const StepPlan plan = UniformStepPlan(spec, tokens_per_block, batch, 1, kContext, rng);
       ASSIGN_OR_RETURN(Timing t, Time(cuda->stream(), reps, [&] { return step(plan); }));
       const double kv_bytes = kv_bytes_per_token * batch * (kContext + 1);
       const double bytes = weight_bytes - embedding_bytes + kv_bytes;
@@ -167,7 +167,7 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
   // The host side of a decode step's BeginStep (checks, staging the block tables: 32 ids per
   // token with head-wise blocks), which the GPU waits for.
   for (int batch : {32, 128}) {
-    const StepPlan plan = MakePlan(spec, tokens_per_block, batch, 1, kContext, rng);
+    const StepPlan plan = UniformStepPlan(spec, tokens_per_block, batch, 1, kContext, rng);
     std::vector<double> ms;
     for (int i = 0; i < reps; ++i) {
       RETURN_IF_ERROR(cuda->BeginStep(plan));
@@ -189,7 +189,7 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
          .extra = {{"batch", batch}, {"block_table_bytes", plan.block_tables.size() * 4}}});
   }
   for (auto [seqs, length] : {std::pair{1, 2048}, std::pair{16, 512}}) {
-    const StepPlan plan = MakePlan(spec, tokens_per_block, seqs, length, 0, rng);
+    const StepPlan plan = UniformStepPlan(spec, tokens_per_block, seqs, length, 0, rng);
     ASSIGN_OR_RETURN(Timing t,
                      Time(cuda->stream(), std::max(reps / 2, 5), [&] { return step(plan); }));
     const double flops = StepFlops(spec, plan);
@@ -229,7 +229,8 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
          {std::pair{1, true}, std::pair{1, false}, std::pair{32, true}, std::pair{128, true}}) {
       cuda->SetKernelChoices({.gemv_for_few_rows = gemv});
       // A decode step's plan: its GEMMs beyond the GEMV's rows run tuned, as in the steps.
-      RETURN_IF_ERROR(cuda->BeginStep(MakePlan(spec, tokens_per_block, batch, 1, kContext, rng)));
+      RETURN_IF_ERROR(
+          cuda->BeginStep(UniformStepPlan(spec, tokens_per_block, batch, 1, kContext, rng)));
       ASSIGN_OR_RETURN(
           Timing t, Time(cuda->stream(), reps, [&] {
             for (int64_t l = 0; l < spec.num_layers; ++l) {
@@ -269,7 +270,8 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
     if (tiled)
       cases.insert(cases.begin(), {{1, 1, kContext}, {32, 1, kContext}, {128, 1, kContext}});
     for (const Case& c : cases) {
-      const StepPlan plan = MakePlan(spec, tokens_per_block, c.seqs, c.new_tokens, c.cached, rng);
+      const StepPlan plan =
+          UniformStepPlan(spec, tokens_per_block, c.seqs, c.new_tokens, c.cached, rng);
       const float scale = 1.0f / std::sqrt(static_cast<float>(spec.head_dim));
       ASSIGN_OR_RETURN(Timing t, Time(attention_ops->stream(), reps, [&] {
                          RETURN_IF_ERROR(attention_ops->BeginStep(plan));

@@ -125,8 +125,9 @@ absl::Status Run(const std::string& out_path, int reps, config::PartitionBackend
   const int64_t big_tpb = kBlockBytes / (2 * big.head_dim * 2);
   const int64_t small_tpb = kBlockBytes / (2 * small.head_dim * 2);
   // One pool for both, as in a unit: the 7B's prompt first, the 1B's decode batch after it.
-  const int64_t big_blocks = bench::PlanBlocks(big, big_tpb, 1, kPrefillTokens);
-  const int64_t small_blocks = bench::PlanBlocks(small, small_tpb, kDecodeBatch, kContext + 1);
+  const int64_t big_blocks = engine::UniformPlanBlocks(big, big_tpb, 1, kPrefillTokens);
+  const int64_t small_blocks =
+      engine::UniformPlanBlocks(small, small_tpb, kDecodeBatch, kContext + 1);
   ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> allocator, engine::MakeCudaOps({}));
   ASSIGN_OR_RETURN(Buffer pool, allocator->Allocate((big_blocks + small_blocks) * kBlockBytes));
   CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(pool.as<kernels::bf16>(),
@@ -144,9 +145,9 @@ absl::Status Run(const std::string& out_path, int reps, config::PartitionBackend
   }
 
   std::mt19937 rng(11);
-  const StepPlan prefill_plan = bench::MakePlan(big, big_tpb, 1, kPrefillTokens, 0, rng);
+  const StepPlan prefill_plan = engine::UniformStepPlan(big, big_tpb, 1, kPrefillTokens, 0, rng);
   const StepPlan decode_plan =
-      bench::MakePlan(small, small_tpb, kDecodeBatch, 1, kContext, rng, big_blocks);
+      engine::UniformStepPlan(small, small_tpb, kDecodeBatch, 1, kContext, rng, big_blocks);
   std::vector<Row> rows;
   nlohmann::ordered_json figures;
 
@@ -234,7 +235,7 @@ absl::Status Run(const std::string& out_path, int reps, config::PartitionBackend
   // Preemption: the sequence's context is computed again (recompute, no swap).
   for (const Lane* lane : {&prefill, &decode}) {
     const int64_t tpb = kBlockBytes / (2 * lane->spec.head_dim * 2);
-    const StepPlan recompute = bench::MakePlan(lane->spec, tpb, 1, kContext, 0, rng);
+    const StepPlan recompute = engine::UniformStepPlan(lane->spec, tpb, 1, kContext, 0, rng);
     Lane& mutable_lane = const_cast<Lane&>(*lane);
     ASSIGN_OR_RETURN(const double ms, mutable_lane.Time(whole, recompute, reps));
     const std::string shape = lane == &prefill ? "7B" : "1B";

@@ -952,12 +952,8 @@ void UnitEngine::Impl::PublishStats() {
 namespace {
 
 #if MUXSERVE_WITH_CUDA
-// SM counts go to green contexts in steps of this many (Hopper's granularity).
-constexpr int kSmStep = 8;
-
-int RoundSms(double sms) {
-  return std::max(kSmStep, static_cast<int>(std::lround(sms / kSmStep)) * kSmStep);
-}
+using runtime::kSmStep;
+using runtime::RoundSms;
 
 // The unit's palette of partitions (see PartitionPlan), made once: a green context costs ms.
 absl::StatusOr<PartitionPlan> MakePartitionPlan(const UnitOptions& options) {

@@ -2,19 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "muxserve/common/status.h"
-#include "nlohmann/json.hpp"
 
 namespace muxserve::planner {
 namespace {
-
-constexpr char kTableFormat[] = "muxserve-cost-table-v1";
 
 double AsDouble(int64_t value) { return static_cast<double>(value); }
 
@@ -49,24 +44,6 @@ absl::Status TableError(const std::string& origin, std::string_view field,
                         std::string_view reason) {
   return absl::InvalidArgumentError(
       absl::StrCat(origin, ": field '", AsAbsl(field), "': ", AsAbsl(reason)));
-}
-
-// A strictly increasing list of positive numbers.
-absl::StatusOr<std::vector<double>> ReadAxis(const nlohmann::json& grid, const std::string& path,
-                                             const std::string& origin, const char* key) {
-  const std::string field = absl::StrCat(path, ".", key);
-  if (!grid.contains(key) || !grid[key].is_array() || grid[key].empty()) {
-    return TableError(origin, field, "required: a non-empty list of numbers");
-  }
-  std::vector<double> axis;
-  for (const nlohmann::json& value : grid[key]) {
-    if (!value.is_number() || value.get<double>() <= 0 ||
-        (!axis.empty() && value.get<double>() <= axis.back())) {
-      return TableError(origin, field, "expected increasing positive numbers");
-    }
-    axis.push_back(value.get<double>());
-  }
-  return axis;
 }
 
 }  // namespace
@@ -148,89 +125,29 @@ TableCostModel::TableCostModel(std::string origin, config::GpuConfig gpu)
 
 absl::StatusOr<std::unique_ptr<TableCostModel>> TableCostModel::Load(
     const std::filesystem::path& path, config::GpuConfig gpu) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot read cost table '", path.string(), "'"));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return Parse(text.str(), path.string(), std::move(gpu));
+  ASSIGN_OR_RETURN(CostTable table, LoadCostTable(path));
+  return FromTable(std::move(table), path.string(), std::move(gpu));
 }
 
 absl::StatusOr<std::unique_ptr<TableCostModel>> TableCostModel::Parse(const std::string& json_text,
                                                                       const std::string& origin,
                                                                       config::GpuConfig gpu) {
-  nlohmann::json root;
-  try {
-    root = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::exception& error) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ": invalid JSON: ", error.what()));
-  }
-  if (!root.is_object() || root.value("format", "") != kTableFormat) {
-    return TableError(origin, "format", absl::StrCat("expected \"", kTableFormat, "\""));
-  }
-  if (!root.contains("gpu") || !root["gpu"].is_string()) {
-    return TableError(origin, "gpu", "required: the name of the GPU it was measured on");
-  }
-  const std::string table_gpu = root["gpu"].get<std::string>();
-  if (table_gpu != gpu.name) {
+  ASSIGN_OR_RETURN(CostTable table, ParseCostTable(json_text, origin));
+  return FromTable(std::move(table), origin, std::move(gpu));
+}
+
+absl::StatusOr<std::unique_ptr<TableCostModel>> TableCostModel::FromTable(
+    CostTable table, const std::string& origin, config::GpuConfig gpu) {
+  if (table.gpu != gpu.name) {
     return TableError(origin, "gpu",
-                      absl::StrCat("measured on '", table_gpu, "' but the cluster's GPU is '",
+                      absl::StrCat("measured on '", table.gpu, "' but the cluster's GPU is '",
                                    gpu.name, "' (cluster.gpu.name)"));
   }
-  if (!root.contains("grids") || !root["grids"].is_array()) {
-    return TableError(origin, "grids", "required: a list of grids");
+  std::unique_ptr<TableCostModel> model(new TableCostModel(origin, std::move(gpu)));
+  for (TableGrid& entry : table.grids) {
+    model->grids_.emplace(GridKey{entry.model, entry.tp, entry.phase}, std::move(entry.grid));
   }
-  std::unique_ptr<TableCostModel> table(new TableCostModel(origin, std::move(gpu)));
-  for (size_t i = 0; i < root["grids"].size(); ++i) {
-    const nlohmann::json& entry = root["grids"][i];
-    const std::string path = absl::StrCat("grids[", i, "]");
-    if (!entry.is_object()) return TableError(origin, path, "expected an object");
-    if (!entry.contains("model") || !entry["model"].is_string()) {
-      return TableError(origin, path + ".model", "required: a shape key (see docs/planner.md)");
-    }
-    if (!entry.contains("tp") || !entry["tp"].is_number_integer() || entry["tp"].get<int>() < 1) {
-      return TableError(origin, path + ".tp", "required: a positive integer");
-    }
-    const std::string phase = entry.value("phase", "");
-    if (phase != "prefill" && phase != "decode") {
-      return TableError(origin, path + ".phase", "expected \"prefill\" or \"decode\"");
-    }
-    CostGrid grid;
-    ASSIGN_OR_RETURN(grid.sm_fractions, ReadAxis(entry, path, origin, "sm_fractions"));
-    ASSIGN_OR_RETURN(grid.batches, ReadAxis(entry, path, origin, "batches"));
-    ASSIGN_OR_RETURN(grid.tokens, ReadAxis(entry, path, origin, "tokens"));
-    const std::string ms_path = path + ".ms";
-    const nlohmann::json& ms = entry.value("ms", nlohmann::json());
-    const std::string shape_text = absl::StrCat("expected ", grid.sm_fractions.size(), " x ",
-                                                grid.batches.size(), " x ", grid.tokens.size(),
-                                                " positive numbers (sm_fractions x batches x "
-                                                "tokens)");
-    if (!ms.is_array() || ms.size() != grid.sm_fractions.size()) {
-      return TableError(origin, ms_path, shape_text);
-    }
-    for (const nlohmann::json& by_batch : ms) {
-      if (!by_batch.is_array() || by_batch.size() != grid.batches.size()) {
-        return TableError(origin, ms_path, shape_text);
-      }
-      for (const nlohmann::json& by_tokens : by_batch) {
-        if (!by_tokens.is_array() || by_tokens.size() != grid.tokens.size()) {
-          return TableError(origin, ms_path, shape_text);
-        }
-        for (const nlohmann::json& value : by_tokens) {
-          if (!value.is_number() || value.get<double>() <= 0) {
-            return TableError(origin, ms_path, shape_text);
-          }
-          grid.ms.push_back(value.get<double>());
-        }
-      }
-    }
-    GridKey key{entry["model"].get<std::string>(), entry["tp"].get<int>(), phase};
-    if (!table->grids_.emplace(key, std::move(grid)).second) {
-      return TableError(origin, path, "a second grid for the same model, tp and phase");
-    }
-  }
-  return table;
+  return model;
 }
 
 double TableCostModel::Lookup(const GridKey& key, double sm_fraction, double batch,

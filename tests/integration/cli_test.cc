@@ -118,6 +118,48 @@ TEST_F(CliLocalTest, TokenizeAndDetokenizeRoundTrip) {
   EXPECT_THAT(bad->err, HasSubstr("99999"));
 }
 
+TEST_F(CliLocalTest, ProfileWritesTheTablePlanReads) {
+  // The CPU backend's table is keyed "cpu": a cluster of that name plans with it.
+  const std::filesystem::path config = serving().dir() / "profile.yaml";
+  std::ofstream(config) << "cluster: {gpu: {name: cpu}}\n"
+                        << "placement: {cost_table: profiled.json}\n"
+                        << "runtime: {backend: cpu, cpu_threads: 1}\n"
+                        << "models:\n"
+                        << "  - name: tiny\n"
+                        << "    synthetic: {layers: 1, hidden: 64, heads: 4, intermediate: 128,\n"
+                        << "                vocab: 320, max_position: 256, seed: 1}\n";
+  const std::vector<std::string> profile = {
+      "profile",   "--config", config.string(), "--backend",         "cpu", "--batches",
+      "1,4",       "--tokens", "16,64",         "--prefill-batches", "1,2", "--repetitions",
+      "3"};
+  absl::StatusOr<ProcessResult> run = RunCli(serving(), profile);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->exit_code, 0) << run->err;
+  // The progress bar rewrites one stderr line; the summary goes to stdout.
+  EXPECT_THAT(run->err, HasSubstr("\rtiny"));
+  EXPECT_THAT(run->err, HasSubstr("8/8"));
+  EXPECT_THAT(run->out, HasSubstr("decode: 4 points"));
+  EXPECT_THAT(run->out, HasSubstr("wrote " + (serving().dir() / "profiled.json").string()));
+
+  absl::StatusOr<ProcessResult> plan =
+      RunCli(serving(), {"plan", config.string(), "--out", "-"});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->exit_code, 0) << plan->err;
+  EXPECT_THAT(plan->out, HasSubstr("profiled table"));
+
+  absl::StatusOr<ProcessResult> again = RunCli(serving(), profile);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ(again->exit_code, 0) << again->err;
+  EXPECT_THAT(again->out, HasSubstr("in the table already"));
+
+  std::vector<std::string> bad = profile;
+  bad.insert(bad.end(), {"--model", "nope"});
+  absl::StatusOr<ProcessResult> unknown = RunCli(serving(), bad);
+  ASSERT_TRUE(unknown.ok()) << unknown.status();
+  EXPECT_EQ(unknown->exit_code, 2);
+  EXPECT_THAT(unknown->err, HasSubstr("no model 'nope'"));
+}
+
 TEST_F(CliLocalTest, BadFlagsFailWithCli11Messages) {
   absl::StatusOr<ProcessResult> zero_layers = RunCli(
       serving(), {"make-model", "--out", (serving().dir() / "never").string(), "--layers", "0"});

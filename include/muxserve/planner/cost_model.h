@@ -17,6 +17,7 @@
 #include "muxserve/common/dtype.h"
 #include "muxserve/config/config.h"
 #include "muxserve/model/model_spec.h"
+#include "muxserve/planner/cost_table.h"
 
 namespace muxserve::planner {
 
@@ -96,16 +97,6 @@ class RooflineCostModel final : public CostModel {
   RooflineOptions options_;
 };
 
-// Measured step times of one (model shape, tp, phase) on a grid, in milliseconds:
-// ms[s][b][c] at sm_fractions[s], batches[b], tokens[c] (prompt tokens for prefill, context
-// for decode).
-struct CostGrid {
-  std::vector<double> sm_fractions;
-  std::vector<double> batches;
-  std::vector<double> tokens;
-  std::vector<double> ms;  // row-major [sm][batch][tokens]
-};
-
 // Interpolates a profiled table (docs/planner.md: "Cost tables"), linear in SM share, batch and
 // tokens; outside a grid, or for a shape or mesh size it lacks, it asks the roofline model and
 // counts the fallback so reports can say that those numbers are estimates.
@@ -117,6 +108,10 @@ class TableCostModel final : public CostModel {
   static absl::StatusOr<std::unique_ptr<TableCostModel>> Parse(const std::string& json_text,
                                                                const std::string& origin,
                                                                config::GpuConfig gpu);
+  // A parsed table; `origin` names it in errors and in Describe().
+  static absl::StatusOr<std::unique_ptr<TableCostModel>> FromTable(CostTable table,
+                                                                   const std::string& origin,
+                                                                   config::GpuConfig gpu);
 
   double PrefillSeconds(const ModelShape& model, int64_t batch, int64_t prompt_tokens,
                         const JobPlace& place) const override;

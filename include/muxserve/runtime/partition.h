@@ -18,6 +18,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +29,14 @@
 #include "muxserve/config/config.h"
 
 namespace muxserve::runtime {
+
+// SM counts go to green contexts in steps of this many (Hopper's granularity).
+inline constexpr int kSmStep = 8;
+
+// `sms` rounded to whole steps of kSmStep, at least one.
+inline int RoundSms(double sms) {
+  return std::max(kSmStep, static_cast<int>(std::lround(sms / kSmStep)) * kSmStep);
+}
 
 class SmPartition {
  public:
