@@ -20,6 +20,7 @@
 #include "muxserve/model/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "host_report.h"
 
 namespace muxserve {
 namespace {
@@ -99,15 +100,6 @@ Run Decode(engine::UnitEngine& engine, const std::string& model, int batch, int 
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return {tokens / seconds, seconds / output * 1e3};
-}
-
-std::string CpuName() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
 }
 
 int Main(int argc, char** argv) {
@@ -191,16 +183,11 @@ int Main(int argc, char** argv) {
                          {"floor_ms_per_step_batch1", floor_ms}});
     }
   }
-  std::string command;
-  for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
-  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char date[32];
-  std::strftime(date, sizeof(date), "%Y-%m-%d", std::gmtime(&now));
   const nlohmann::json doc = {
       {"benchmark", "cpu_decode"},
-      {"card", CpuName() + ", " + std::to_string(std::thread::hardware_concurrency()) + " cores"},
-      {"date", date},
-      {"command", command},
+      {"card", bench::HostCard()},
+      {"date", bench::UtcDate()},
+      {"command", bench::CommandLine(argc, argv)},
       {"config", config_path},
       {"memcpy_bandwidth_bytes_per_second", bandwidth},
       {"note",

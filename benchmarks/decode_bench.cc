@@ -144,7 +144,9 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
   // Decode steps: as the daemon runs them, then without graphs (every kernel launched anew).
   for (bool graphs : {true, false}) {
     cuda->SetKernelChoices({.decode_graphs = graphs});
-    for (int batch : {1, 32, 128}) {
+    // Batches 2 to 16 cross from our GEMV to cuBLAS (see CudaOps' GEMM tuning).
+    for (int batch : {1, 2, 4, 8, 16, 32, 128}) {
+      if (!graphs && batch != 1 && batch != 32 && batch != 128) continue;
       const StepPlan plan = UniformStepPlan(spec, tokens_per_block, batch, 1, kContext, rng);
       ASSIGN_OR_RETURN(Timing t, Time(cuda->stream(), reps, [&] { return step(plan); }));
       const double kv_bytes = kv_bytes_per_token * batch * (kContext + 1);

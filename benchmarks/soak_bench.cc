@@ -32,6 +32,7 @@
 #include "grpcpp/grpcpp.h"
 #include "muxserve/v1/muxserve.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "host_report.h"
 
 namespace muxserve {
 namespace {
@@ -345,6 +346,10 @@ int Run(int argc, char** argv) {
   const int exit_code = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
 
   nlohmann::json report = driver.tally().Report();
+  report["benchmark"] = "soak";
+  report["card"] = bench::HostCard();
+  report["date"] = bench::UtcDate();
+  report["command"] = bench::CommandLine(argc, argv);
   report["config"] = {{"streams", streams},
                       {"seconds", seconds},
                       {"warmup_seconds", warmup_seconds},

@@ -40,8 +40,10 @@ struct ProfileOptions {
   int device = 0;                   // CUDA runtime ordinal
   std::vector<std::string> models;  // names from the config; empty: every model
   // The grid. The CPU backend measures the whole machine (share 1) only.
-  std::vector<double> sm_fractions = {0.25, 0.5, 1.0};
-  std::vector<int64_t> decode_batches = {1, 8, 32, 128};
+  // What the planner looks up (its shares from 1/8 up, decode batches up to the default
+  // max_batch_size): points outside the grid fall back to the roofline estimate.
+  std::vector<double> sm_fractions = {0.125, 0.25, 0.5, 1.0};
+  std::vector<int64_t> decode_batches = {1, 8, 32, 128, 256};
   std::vector<int64_t> prefill_batches = {1, 2, 4, 8};
   std::vector<int64_t> tokens = {128, 512, 2048};  // decode contexts and prompt lengths
   // Wall time per model (loading, both grids, its interference runs); points that would not
