@@ -42,12 +42,8 @@ class CpuOps final : public Ops {
   }
 
   absl::StatusOr<Buffer> LoadWeight(std::span<const WeightSlice> parts) override {
-    std::vector<SliceBounds> bounds;
     int64_t total = 0;
-    for (const WeightSlice& part : parts) {
-      ASSIGN_OR_RETURN(bounds.emplace_back(), ResolveSlice(part));
-      total += bounds.back().elements();
-    }
+    ASSIGN_OR_RETURN(const std::vector<SliceBounds> bounds, ResolveSlices(parts, &total));
     ASSIGN_OR_RETURN(Buffer buffer, Allocate(total * 4));
     float* out = buffer.as<float>();
     std::vector<float> whole;

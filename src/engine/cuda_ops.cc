@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <tuple>
 #include <vector>
@@ -189,12 +190,8 @@ class CudaOpsImpl final : public CudaOps {
   }
 
   absl::StatusOr<Buffer> LoadWeight(std::span<const WeightSlice> parts) override {
-    std::vector<SliceBounds> bounds;
     int64_t total = 0;
-    for (const WeightSlice& part : parts) {
-      ASSIGN_OR_RETURN(bounds.emplace_back(), ResolveSlice(part));
-      total += bounds.back().elements();
-    }
+    ASSIGN_OR_RETURN(const std::vector<SliceBounds> bounds, ResolveSlices(parts, &total));
     ASSIGN_OR_RETURN(Buffer buffer, Allocate(total * 2));
     auto* dst = buffer.as<bf16>();
     std::vector<float> floats;
@@ -623,46 +620,40 @@ absl::Status CudaOpsImpl::TuneGemm(const void* a, const void* w, int64_t m, int6
   cudaEvent_t start = nullptr, stop = nullptr;
   CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
   status = CUDA_STATUS(cudaEventCreate(&stop));
-  const float alpha = 1.0f;
-  const float beta = 0.0f;
-  float best_ms = 0;
-  int best = -1;
-  for (int i = 0; i < found && status.ok(); ++i) {
-    if (candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    auto run = [&] {
-      return CUDA_STATUS(cublasLtMatmul(cublas_lt_, tuned->operation, &alpha, w, tuned->w, a,
-                                        tuned->a, &beta, out, tuned->out, out, tuned->out,
-                                        &candidates[i].algo, cublas_workspace_.get(),
-                                        kCublasWorkspaceBytes, stream_));
-    };
-    status = run();  // warm-up
-    if (!status.ok()) {
-      status = absl::OkStatus();  // this candidate fails here; others may not
-      continue;
-    }
+  // Milliseconds of kTuningRuns runs of `run` after one warm-up; a failing warm-up leaves
+  // `status` alone and gives -1 (that candidate does not run here; others may).
+  auto time_runs = [&](const std::function<absl::Status()>& run) -> float {
+    if (!run().ok()) return -1;
     status.Update(CUDA_STATUS(cudaEventRecord(start, stream_)));
     for (int r = 0; r < kTuningRuns && status.ok(); ++r) status.Update(run());
     status.Update(CUDA_STATUS(cudaEventRecord(stop, stream_)));
     status.Update(CUDA_STATUS(cudaEventSynchronize(stop)));
     float ms = 0;
     status.Update(CUDA_STATUS(cudaEventElapsedTime(&ms, start, stop)));
-    if (status.ok() && (best < 0 || ms < best_ms)) {
+    return ms;
+  };
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  float best_ms = 0;
+  int best = -1;
+  for (int i = 0; i < found && status.ok(); ++i) {
+    if (candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    const float ms = time_runs([&] {
+      return CUDA_STATUS(cublasLtMatmul(cublas_lt_, tuned->operation, &alpha, w, tuned->w, a,
+                                        tuned->a, &beta, out, tuned->out, out, tuned->out,
+                                        &candidates[i].algo, cublas_workspace_.get(),
+                                        kCublasWorkspaceBytes, stream_));
+    });
+    if (status.ok() && ms >= 0 && (best < 0 || ms < best_ms)) {
       best = i;
       best_ms = ms;
     }
   }
   if (status.ok() && choices_.gemv_for_few_rows && kernels::GemvSupports(m, k)) {
-    auto gemv = [&] {
+    const float ms = time_runs([&] {
       return CUDA_STATUS(kernels::GemvCuda(Bf16(a), Bf16(w), nullptr, m, n, k, Bf16(out), stream_));
-    };
-    status = gemv();  // warm-up
-    status.Update(CUDA_STATUS(cudaEventRecord(start, stream_)));
-    for (int r = 0; r < kTuningRuns && status.ok(); ++r) status.Update(gemv());
-    status.Update(CUDA_STATUS(cudaEventRecord(stop, stream_)));
-    status.Update(CUDA_STATUS(cudaEventSynchronize(stop)));
-    float ms = 0;
-    status.Update(CUDA_STATUS(cudaEventElapsedTime(&ms, start, stop)));
-    tuned->use_gemv = status.ok() && (best < 0 || ms < best_ms);
+    });
+    tuned->use_gemv = status.ok() && ms >= 0 && (best < 0 || ms < best_ms);
   }
   CUDA_LOG_IF_ERROR(cudaEventDestroy(start));
   if (stop != nullptr) CUDA_LOG_IF_ERROR(cudaEventDestroy(stop));

@@ -1,8 +1,11 @@
 #include "muxserve/engine/ops.h"
 
 #include "absl/strings/str_cat.h"
+#include "muxserve/common/status.h"
 
 namespace muxserve::engine {
+
+namespace {
 
 absl::StatusOr<SliceBounds> ResolveSlice(const WeightSlice& slice) {
   const model::TensorInfo& tensor = *slice.tensor;
@@ -20,6 +23,20 @@ absl::StatusOr<SliceBounds> ResolveSlice(const WeightSlice& slice) {
     return absl::InvalidArgumentError(absl::StrCat(
         "weight slice rows [", slice.row_begin, ", +", bounds.rows, ") columns [", slice.col_begin,
         ", +", bounds.cols, ") is outside a tensor of ", total_rows, " x ", bounds.total_cols));
+  }
+  return bounds;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SliceBounds>> ResolveSlices(std::span<const WeightSlice> parts,
+                                                       int64_t* elements) {
+  std::vector<SliceBounds> bounds;
+  *elements = 0;
+  for (const WeightSlice& part : parts) {
+    ASSIGN_OR_RETURN(const SliceBounds slice, ResolveSlice(part));
+    bounds.push_back(slice);
+    *elements += slice.elements();
   }
   return bounds;
 }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -69,6 +70,36 @@ planner::ConfigPlan TwoLlmPlan() {
   unit.llms = {{.model = 0, .decode_sm_share = 0.5}, {.model = 1, .decode_sm_share = 0.25}};
   plan.placement.units = {unit};
   return plan;
+}
+
+// A daemon config on the CPU backend, its synthetic models under `dir`, with `sections` (YAML
+// ending in the models) after the server, runtime and kv_cache sections.
+config::Config DaemonConfig(const fs::path& dir, const std::string& sections) {
+  return Parse(R"(
+server:
+  grpc_address: 127.0.0.1:0
+  metrics_address: ""
+  shutdown_grace_seconds: 0.1
+  synthetic_dir: )" + (dir / "synthetic").string() + R"(
+runtime: {backend: cpu, cpu_threads: 1}
+kv_cache: {memory: 16MiB}
+)" + sections);
+}
+
+// Starts a daemon on `config`, runs `check` on it once its models settled (when `wait`), stops
+// it and returns everything it logged.
+std::string RunDaemon(const config::Config& config, bool wait,
+                      const std::function<void(Daemon&)>& check) {
+  CapturedLog log;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, {});
+  EXPECT_TRUE(daemon.ok()) << daemon.status();
+  if (!daemon.ok()) return log.Text();
+  if (wait) {
+    EXPECT_TRUE((*daemon)->WaitForModels(absl::Seconds(60)));
+  }
+  check(**daemon);
+  daemon->reset();
+  return log.Text();
 }
 
 TEST(StartupPlanTest, ConfigKnowsWhetherDecodeShareWasSet) {
@@ -177,27 +208,11 @@ TEST(StartupPlanTest, DaemonStartsAndServesWhenPlanningFails) {
   const fs::path dir =
       fs::temp_directory_path() / ("muxserve_startup_plan_test_" + std::to_string(getpid()));
   fs::remove_all(dir);
-  const config::Config config = Parse(R"(
-server:
-  grpc_address: 127.0.0.1:0
-  metrics_address: ""
-  shutdown_grace_seconds: 0.1
-  synthetic_dir: )" + (dir / "synthetic").string() +
-                                      R"(
-runtime: {backend: cpu, cpu_threads: 1}
-kv_cache: {memory: 16MiB}
-cluster: {gpu: {memory: 100KB}}
-models:)" + kTinyModel);
-  std::string text;
-  {
-    CapturedLog log;
-    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, {});
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    ASSERT_TRUE((*daemon)->WaitForModels(absl::Seconds(60)));
-    EXPECT_TRUE((*daemon)->router().FindServing("tiny").ok());
-    daemon->reset();
-    text = log.Text();
-  }
+  const config::Config config =
+      DaemonConfig(dir, std::string("cluster: {gpu: {memory: 100KB}}\nmodels:") + kTinyModel);
+  const std::string text = RunDaemon(config, true, [](Daemon& daemon) {
+    EXPECT_TRUE(daemon.router().FindServing("tiny").ok());
+  });
   fs::remove_all(dir);
   EXPECT_THAT(text, AllOf(HasSubstr("[warning]"), HasSubstr("no placement plan"),
                           HasSubstr("model 'tiny' needs"), HasSubstr("offers")));
@@ -209,24 +224,8 @@ TEST(StartupPlanTest, DaemonLogsThePlanAtStartup) {
   const fs::path dir =
       fs::temp_directory_path() / ("muxserve_startup_plan_log_test_" + std::to_string(getpid()));
   fs::remove_all(dir);
-  const config::Config config = Parse(R"(
-server:
-  grpc_address: 127.0.0.1:0
-  metrics_address: ""
-  shutdown_grace_seconds: 0.1
-  synthetic_dir: )" + (dir / "synthetic").string() +
-                                      R"(
-runtime: {backend: cpu, cpu_threads: 1}
-kv_cache: {memory: 16MiB}
-models:)" + kTinyModel);
-  std::string text;
-  {
-    CapturedLog log;
-    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, {});
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon->reset();
-    text = log.Text();
-  }
+  const std::string text =
+      RunDaemon(DaemonConfig(dir, std::string("models:") + kTinyModel), false, [](Daemon&) {});
   fs::remove_all(dir);
   EXPECT_THAT(text, AllOf(HasSubstr("placement plan"), HasSubstr("SM PRE/DEC"),
                           HasSubstr("of the SMs beside a prefill (the plan's")));
@@ -238,34 +237,18 @@ TEST(StartupPlanTest, DaemonServesEveryUnitOfThePlan) {
   const fs::path dir =
       fs::temp_directory_path() / ("muxserve_startup_units_test_" + std::to_string(getpid()));
   fs::remove_all(dir);
-  const config::Config config = Parse(R"(
-server:
-  grpc_address: 127.0.0.1:0
-  metrics_address: ""
-  shutdown_grace_seconds: 0.1
-  synthetic_dir: )" + (dir / "synthetic").string() +
-                                      R"(
-runtime: {backend: cpu, cpu_threads: 1}
-kv_cache: {memory: 16MiB}
-cluster: {gpus_per_node: 4}
+  const config::Config config = DaemonConfig(dir, std::string(R"(cluster: {gpus_per_node: 4}
 placement:
   units: [{gpus: [0], models: [tiny]}, {gpus: [1, 2], models: [other]}]
-models:)" + kTinyModel + kOtherModel);
-  std::string text;
-  {
-    CapturedLog log;
-    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, {});
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    ASSERT_TRUE((*daemon)->WaitForModels(absl::Seconds(60)));
-    auto tiny = (*daemon)->router().FindServing("tiny");
-    auto other = (*daemon)->router().FindServing("other");
+models:)") + kTinyModel + kOtherModel);
+  const std::string text = RunDaemon(config, true, [](Daemon& daemon) {
+    auto tiny = daemon.router().FindServing("tiny");
+    auto other = daemon.router().FindServing("other");
     ASSERT_TRUE(tiny.ok()) << tiny.status();
     ASSERT_TRUE(other.ok()) << other.status();
     EXPECT_EQ((*tiny)->unit, "unit0");
     EXPECT_EQ((*other)->unit, "unit1");
-    daemon->reset();
-    text = log.Text();
-  }
+  });
   fs::remove_all(dir);
   EXPECT_THAT(text, AllOf(HasSubstr("serving unit1 (node0 GPUs 1,2: other), tensor parallel"),
                           HasSubstr("tensor parallel over 2 CPU ranks")));

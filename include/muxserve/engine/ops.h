@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -60,8 +61,10 @@ struct SliceBounds {
     return (row_begin + r) * total_cols + col_begin + c;
   }
 };
-// INVALID_ARGUMENT when the slice reaches outside its tensor.
-absl::StatusOr<SliceBounds> ResolveSlice(const WeightSlice& slice);
+// Each part's bounds, in order (INVALID_ARGUMENT when one reaches outside its tensor), and in
+// `elements` the elements of all of them.
+absl::StatusOr<std::vector<SliceBounds>> ResolveSlices(std::span<const WeightSlice> parts,
+                                                       int64_t* elements);
 
 class Ops {
  public:
