@@ -91,13 +91,13 @@ class FaultTest : public ScratchTest {
   }
 
   // After a fault: nothing running or waiting, no KV block held, and a plain request completes.
-  void ExpectRecovered() {
+  void ExpectRecovered(const std::string& model = kModelA) {
     ASSERT_TRUE(WaitForIdle(api(), std::chrono::seconds(20)).ok());
     const v1::GetStatsResponse stats = Stats();
     for (const v1::ModelStats& model : stats.models()) {
       EXPECT_EQ(model.kv_blocks_used(), 0) << model.name();
     }
-    StreamResult after = Generate(api(), GreedyTokenRequest(kModelA, {1, 2, 3}, 4));
+    StreamResult after = Generate(api(), GreedyTokenRequest(model, {1, 2, 3}, 4));
     EXPECT_TRUE(after.status.ok()) << after.status.error_message();
     EXPECT_EQ(after.finished_messages, 1);
   }
@@ -173,15 +173,20 @@ TEST_F(FaultTest, DeadlinePassingWhileQueuedEndsTheQueuedRequest) {
 }
 
 TEST_F(FaultTest, DeadlinePassingWhileDecodingEndsTheStream) {
-  ASSERT_NO_FATAL_FAILURE(Start("decode-deadline", TinyA()));
+  // A model slow enough that 2000 tokens take many seconds while the first comes within
+  // milliseconds, so deadlines of one to two seconds pass mid-decode on an idle machine and on a
+  // loaded one alike (timing tiny-a's sub-second streams against the machine's pace was not).
+  constexpr char kSlow[] = "slow";
+  ASSERT_NO_FATAL_FAILURE(
+      Start("decode-deadline",
+            {{kSlow, "", "{layers: 8, hidden: 512, heads: 8, kv_heads: 2, intermediate: 1408}"}},
+            "  memory: 256MiB\n"));
   constexpr int kCalls = 6;
   std::vector<StreamResult> results(kCalls);
   std::vector<std::thread> threads;
   for (int i = 0; i < kCalls; ++i) {
     threads.emplace_back([&, i] {
-      // Long enough for the first tokens, too short for 2000: an idle 2-core machine decodes
-      // tiny-a's 2000 tokens in well under a second, so the deadlines must be shorter than that.
-      results[i] = Generate(api(), Endless(kModelA), std::chrono::milliseconds(120 + 20 * i));
+      results[i] = Generate(api(), Endless(kSlow), std::chrono::milliseconds(1000 + 200 * i));
     });
   }
   for (std::thread& thread : threads) thread.join();
@@ -189,7 +194,7 @@ TEST_F(FaultTest, DeadlinePassingWhileDecodingEndsTheStream) {
     EXPECT_EQ(result.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
     EXPECT_GT(result.token_ids.size(), 0u) << "it was decoding when the deadline passed";
   }
-  ExpectRecovered();
+  ExpectRecovered(kSlow);
 }
 
 TEST_F(FaultTest, AbortStormEndsEveryStream) {
