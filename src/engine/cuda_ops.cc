@@ -342,9 +342,11 @@ class CudaOpsImpl final : public CudaOps {
   void Attention(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t num_q_heads,
                  int64_t layer, float scale, const kernels::PagedKv& kv, void* out) override;
 
-  // NCCL calls are captured into the decode graph like the kernels around them.
+  // NCCL calls are captured into the decode graph like the kernels around them. Enqueued even
+  // after an earlier op of this step failed: the other ranks wait for it, and a skipped
+  // collective would hang them instead of letting every rank end its step and report.
   void AllReduceSum(runtime::Communicator& comm, void* x, int64_t count) override {
-    if (Replaying() || !error_.ok()) return;
+    if (Replaying()) return;
     Record(comm.AllReduceSum(x, count, DType::kBFloat16, stream_));
   }
 
