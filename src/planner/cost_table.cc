@@ -193,13 +193,10 @@ void CostTable::PutInterference(InterferenceEntry entry) {
   interference.push_back(std::move(entry));
 }
 
-absl::StatusOr<CostTable> ParseCostTable(const std::string& json_text, const std::string& origin) {
-  Json root;
-  try {
-    root = Json::parse(json_text);
-  } catch (const nlohmann::json::exception& error) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ": invalid JSON: ", error.what()));
-  }
+namespace {
+
+// The table in `root`; a value of an unexpected type may throw, which ParseCostTable catches.
+absl::StatusOr<CostTable> CostTableFromJson(const Json& root, const std::string& origin) {
   if (!root.is_object() || root.value("format", "") != kCostTableFormat) {
     return TableError(origin, "format", absl::StrCat("expected \"", kCostTableFormat, "\""));
   }
@@ -231,6 +228,23 @@ absl::StatusOr<CostTable> ParseCostTable(const std::string& json_text, const std
     }
   }
   return table;
+}
+
+}  // namespace
+
+absl::StatusOr<CostTable> ParseCostTable(const std::string& json_text, const std::string& origin) {
+  Json root;
+  try {
+    root = Json::parse(json_text);
+  } catch (const nlohmann::json::exception& error) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": invalid JSON: ", error.what()));
+  }
+  try {
+    return CostTableFromJson(root, origin);
+  } catch (const nlohmann::json::exception& error) {
+    // A field of a type the checks above do not name.
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": invalid cost table: ", error.what()));
+  }
 }
 
 absl::StatusOr<CostTable> LoadCostTable(const std::filesystem::path& path) {

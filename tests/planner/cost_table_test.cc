@@ -106,6 +106,13 @@ TEST(CostTableTest, ErrorsNameTheField) {
   bad = json;
   bad.replace(bad.find("\"complete\": false"), 17, "\"complete\": 0");
   EXPECT_THAT(ParseCostTable(bad, "t.json").status().message(), HasSubstr("grids[1].complete"));
+  // Fields of the wrong type are an error, never an exception (a number as the format was one).
+  for (const char* wrong : {R"({"format": 5})", R"({"format": "muxserve-cost-table-v1", "gpu": 1})",
+                            R"([1, 2])", "{"}) {
+    const absl::StatusOr<CostTable> parsed = ParseCostTable(wrong, "t.json");
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << wrong;
+    EXPECT_THAT(parsed.status().message(), HasSubstr("t.json")) << wrong;
+  }
 }
 
 TEST(CostTableTest, WritesThroughATemporaryFile) {
