@@ -21,17 +21,12 @@
 #include "muxserve/engine/transformer.h"
 #include "muxserve/kvcache/head_block_pool.h"
 #include "muxserve/model/weights.h"
+#include "muxserve/runtime/partition.h"
 #if MUXSERVE_WITH_CUDA
 #include "muxserve/runtime/device.h"
-#include "muxserve/runtime/partition.h"
 #endif
 #include "spdlog/spdlog.h"
 
-#if !MUXSERVE_WITH_CUDA
-namespace muxserve::runtime {
-class SmPartition;  // partitions exist only in CUDA builds
-}  // namespace muxserve::runtime
-#endif
 
 namespace muxserve::engine {
 namespace {
@@ -125,7 +120,6 @@ struct LlmEntry {
   kvcache::KvShape kv_shape;  // per GPU: a tensor-parallel rank's share of the KV heads
   int64_t max_context = 0;
   int64_t tokens_per_block = 0;
-  int64_t blocks_per_token_block = 0;
   std::shared_ptr<const model::Tokenizer> tokenizer;
   std::atomic<int64_t> queued{0};  // submitted, no first token yet
 };
@@ -493,7 +487,6 @@ absl::Status UnitEngine::Impl::AddLlm(const LlmSetup& setup) {
   entry->kv_shape = llm->kv_shape;
   entry->max_context = llm->setup.max_context;
   entry->tokens_per_block = tokens_per_block;
-  entry->blocks_per_token_block = llm->kv_shape.blocks_per_token_block();
   entry->tokenizer = setup.tokenizer;
   spdlog::info("unit {}: model '{}' loaded ({} MB of weights, {} layers, KV {} tokens/block)",
                options_.name, setup.name, prefill->ranks[0]->transformer->weight_bytes() >> 20,
@@ -522,7 +515,7 @@ absl::Status UnitEngine::Impl::Submit(Request request) {
   const int64_t tokens = static_cast<int64_t>(request.prompt_tokens.size()) +
                          request.sampling.max_tokens;
   const int64_t head_blocks =
-      TokenBlocksFor(tokens, entry->tokens_per_block) * entry->blocks_per_token_block;
+      TokenBlocksFor(tokens, entry->tokens_per_block) * entry->kv_shape.blocks_per_token_block();
   if (head_blocks > pool_.num_blocks()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_tokens: prompt and max_tokens need ", head_blocks,

@@ -20,13 +20,8 @@
 #include "muxserve/engine/transformer.h"
 #include "muxserve/model/model_spec.h"
 #include "muxserve/model/weights.h"
-#include "muxserve/runtime/partition.h"  // empty without CUDA
+#include "muxserve/runtime/partition.h"  // only SmPartition declared without CUDA
 
-#if !MUXSERVE_WITH_CUDA
-namespace muxserve::runtime {
-class SmPartition;  // partitions exist only in CUDA builds
-}  // namespace muxserve::runtime
-#endif
 
 namespace muxserve::profiler {
 

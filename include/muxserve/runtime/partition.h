@@ -11,7 +11,8 @@
 //
 // Making a partition costs about 2 ms with green, about 150 ms with mps (docs/partitions.md), so
 // a unit makes a palette of them at start-up and picks one per job. Streams from CreateStream
-// must be destroyed before their PartitionSet. Only in CUDA builds (MUXSERVE_WITH_CUDA).
+// must be destroyed before their PartitionSet. Only in CUDA builds (MUXSERVE_WITH_CUDA); elsewhere
+// SmPartition is declared only.
 #pragma once
 
 #if MUXSERVE_WITH_CUDA
@@ -87,6 +88,12 @@ class PartitionSet {
   virtual double creation_ms() const = 0;
 };
 
+}  // namespace muxserve::runtime
+
+#else
+
+namespace muxserve::runtime {
+class SmPartition;  // declared only, so that code shared with CPU builds can hold null pointers
 }  // namespace muxserve::runtime
 
 #endif  // MUXSERVE_WITH_CUDA
