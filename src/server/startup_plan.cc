@@ -105,11 +105,8 @@ ServingLayout ResolveServingLayout(const config::Config& config, const planner::
     }
     UnitSetup unit{.options = ResolveUnitOptions(config, plan, i), .models = std::move(models)};
     unit.options.name = absl::StrCat("unit", i);
-    unit.options.devices.clear();
-    for (int64_t gpu : planned.gpus) {
-      unit.options.devices.push_back(
-          static_cast<int>(gpu - planned.node * config.cluster.gpus_per_node));
-    }
+    // On node 0 the cluster-wide GPU ids are the node's CUDA ordinals.
+    unit.options.devices.assign(planned.gpus.begin(), planned.gpus.end());
     unit.options.tensor_parallel = static_cast<int>(planned.gpus.size());
     spdlog::info("muxserved: serving {}{}", DescribeUnit(*plan, i),
                  planned.gpus.size() > 1
