@@ -50,7 +50,9 @@ class CpuOps final : public Ops {
     for (size_t i = 0; i < parts.size(); ++i) {
       const model::TensorInfo& tensor = *parts[i].tensor;
       const SliceBounds& b = bounds[i];
-      if (tensor.random) {
+      if (tensor.random && b.elements() == tensor.NumElements()) {
+        DrawNormal(*tensor.random, b.elements(), out);
+      } else if (tensor.random) {
         // The generator is sequential: draw the whole tensor, keep the slice.
         whole.resize(tensor.NumElements());
         DrawNormal(*tensor.random, tensor.NumElements(), whole.data());
