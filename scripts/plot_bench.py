@@ -3,7 +3,9 @@
 
   plot_bench.py run DIR       DIR/summary.json + DIR/requests.jsonl ->
                               latency_cdf.png, slo_attainment.png, throughput_vs_rate.png
-  plot_bench.py compare DIR   DIR/comparison.json (+ DIR/<mode>/requests.jsonl) -> comparison.png
+  plot_bench.py compare DIR   DIR/comparison.json (+ DIR/<mode>/requests.jsonl) -> comparison.png;
+                              with several loads: throughput and SLO attainment against the
+                              offered rate, one curve per mode
 
 Exits with status 3 when matplotlib is missing (plots are optional; Debian: python3-matplotlib).
 """
@@ -114,9 +116,51 @@ def plot_run(plt, folder):
     return written
 
 
+def attainment_at(summary, scale):
+    for point in summary["overall"]["slo_attainment"]:
+        if abs(point[0] - scale) < 1e-9:
+            return 100 * point[1]
+    return None
+
+
+def plot_compare_loads(plt, folder, loads):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    by_mode = {}
+    for load in loads:
+        for m in load["modes"]:
+            summary = m["summary"]
+            offered = sum(model["rate"] for model in summary["models"])
+            by_mode.setdefault(m["mode"], []).append((offered, summary))
+    for mode, points in by_mode.items():
+        points.sort(key=lambda p: p[0])
+        xs = [p[0] for p in points]
+        axes[0].plot(xs, [p[1]["throughput_rps_weighted"] for p in points], marker="o", label=mode)
+        for ax, scale in ((axes[1], 5), (axes[2], 10)):
+            ys = [attainment_at(p[1], scale) for p in points]
+            ax.plot([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None],
+                    marker="o", label=mode)
+    axes[0].set_ylabel("throughput, rate-weighted (req/s)")
+    axes[0].set_title("Throughput")
+    for ax, scale in ((axes[1], 5), (axes[2], 10)):
+        ax.set_ylabel("SLO attainment (%)")
+        ax.set_ylim(0, 101)
+        ax.set_title("SLO attainment at scale %d" % scale)
+    for ax in axes:
+        ax.set_xlabel("offered rate, all models (req/s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(folder, "comparison.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def plot_compare(plt, folder):
     with open(os.path.join(folder, "comparison.json")) as f:
         comparison = json.load(f)
+    if "loads" in comparison:
+        return plot_compare_loads(plt, folder, comparison["loads"])
     modes = comparison["modes"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
 

@@ -444,6 +444,8 @@ struct ExperimentFlags {
   std::string out;
   std::string daemon;
   double startup_timeout = 300;
+  std::string rate_scales;
+  std::string trace_speedups;
 };
 
 void PrintComparison(const std::vector<lg::ModeResult>& results) {
@@ -485,6 +487,20 @@ int RunExperimentCommand(const ExperimentFlags& flags) {
   options.daemon_binary = flags.daemon;
   options.startup_timeout_s = flags.startup_timeout;
   options.out_dir = flags.out.empty() ? Timestamped("muxserve-experiment-") : flags.out;
+  if (!flags.rate_scales.empty() || !flags.trace_speedups.empty()) {
+    const bool trace = !flags.trace_speedups.empty();
+    if (trace && flags.workload.trace.empty()) {
+      return Fail(absl::InvalidArgumentError("--trace-speedups needs --trace"));
+    }
+    if (!trace && !flags.workload.trace.empty()) {
+      return Fail(absl::InvalidArgumentError("--rate-scales: a trace has its own rates; use "
+                                             "--trace-speedups"));
+    }
+    absl::StatusOr<std::vector<lg::LoadPoint>> loads =
+        lg::ParseLoads(trace ? flags.trace_speedups : flags.rate_scales, trace);
+    if (!loads.ok()) return Fail(loads.status());
+    options.loads = *std::move(loads);
+  }
   auto progress = std::make_shared<ProgressLine>();
   if (!flags.workload.quiet) {
     bench->driver.on_progress = [progress](const lg::Progress& p) { progress->Show(p); };
@@ -498,11 +514,19 @@ int RunExperimentCommand(const ExperimentFlags& flags) {
   progress->End();
   if (!results.ok()) return Fail(results.status());
   for (const lg::ModeResult& result : *results) {
-    fmt::print("\n== {} ==\n", result.mode);
+    fmt::print("\n== {}{}{} ==\n", result.mode, result.load.empty() ? "" : " ", result.load);
     PrintSummary(result.summary);
   }
-  fmt::print("\n== comparison ==\n");
-  PrintComparison(*results);
+  // One comparison per load, in the order the first mode ran them.
+  for (const lg::ModeResult& first : *results) {
+    if (first.mode != results->front().mode) break;
+    std::vector<lg::ModeResult> same_load;
+    for (const lg::ModeResult& result : *results) {
+      if (result.load == first.load) same_load.push_back(result);
+    }
+    fmt::print("\n== comparison{}{} ==\n", first.load.empty() ? "" : " ", first.load);
+    PrintComparison(same_load);
+  }
   fmt::print("results: {}\n", options.out_dir.string());
   DrawPlots(flags.workload, "compare", options.out_dir);
   return 0;
@@ -712,6 +736,13 @@ void AddBenchCommands(CLI::App& app, int* exit_code) {
       ->add_option("--startup-timeout", experiment_flags->startup_timeout,
                    "Seconds for each daemon to load its models")
       ->capture_default_str();
+  CLI::Option* rate_scales = experiment->add_option(
+      "--rate-scales", experiment_flags->rate_scales,
+      "Several loads, each mode's daemon serving them in turn: rate scales, comma-separated "
+      "(instead of --rate-scale)");
+  experiment->add_option("--trace-speedups", experiment_flags->trace_speedups,
+                         "Several loads of a --trace: its arrivals compressed by each factor")
+      ->excludes(rate_scales);
   AddWorkloadFlags(experiment, &experiment_flags->workload);
   experiment->callback(
       [experiment_flags, exit_code] { *exit_code = RunExperimentCommand(*experiment_flags); });

@@ -48,8 +48,9 @@ constexpr std::string_view kPlacementKeys[] = {"cost_table", "prompt_tokens", "o
 constexpr std::string_view kPinnedUnitKeys[] = {"gpus", "models"};
 constexpr std::string_view kRuntimeKeys[] = {"backend", "cpu_threads", "partitions"};
 constexpr std::string_view kKvCacheKeys[] = {"memory", "block_bytes"};
-constexpr std::string_view kSchedulerKeys[] = {"mode", "max_prefill_tokens", "max_batch_size",
-                                               "decode_sm_share"};
+constexpr std::string_view kSchedulerKeys[] = {"mode",           "max_prefill_tokens",
+                                               "max_batch_size", "decode_sm_share",
+                                               "decode_priority", "spatial_split"};
 constexpr std::string_view kModelKeys[] = {"name", "path",        "synthetic",    "dtype",
                                            "rate", "max_context", "chat_template", "sm_share"};
 constexpr std::string_view kSyntheticKeys[] = {
@@ -59,6 +60,7 @@ constexpr std::string_view kSyntheticWeights[] = {"file", "device"};
 constexpr std::string_view kChatTemplates[] = {"", "chatml", "llama3", "llama2", "mistral"};
 constexpr std::string_view kBackends[] = {"auto", "cpu", "cuda"};
 constexpr std::string_view kSchedulerModes[] = {"muxserve", "temporal", "spatial"};
+constexpr std::string_view kSpatialSplits[] = {"memory", "compute"};
 constexpr std::string_view kPartitionBackends[] = {"auto", "none", "green", "mps"};
 
 // The synthetic tokenizer (model/synthetic.h) ends with <|endoftext|> (256), <|im_start|> (257)
@@ -569,6 +571,11 @@ class Parser {
     RETURN_IF_ERROR(GetInt(map, "max_batch_size", &scheduler->max_batch_size));
     RETURN_IF_ERROR(
         Require(scheduler->max_batch_size >= 1, map, "max_batch_size", "must be >= 1"));
+    RETURN_IF_ERROR(GetBool(map, "decode_priority", &scheduler->decode_priority));
+    std::string split(SpatialSplitName(scheduler->spatial_split));
+    RETURN_IF_ERROR(GetChoice(map, "spatial_split", kSpatialSplits, &split));
+    scheduler->spatial_split =
+        split == "compute" ? SpatialSplit::kCompute : SpatialSplit::kMemory;
     RETURN_IF_ERROR(GetDouble(map, "decode_sm_share", &scheduler->decode_sm_share));
     scheduler->decode_sm_share_set = map.Find("decode_sm_share") != nullptr;
     return Require(scheduler->decode_sm_share > 0 && scheduler->decode_sm_share < 1, map,
@@ -937,6 +944,16 @@ std::string_view SchedulerModeName(SchedulerMode mode) {
       return "temporal";
     case SchedulerMode::kSpatial:
       return "spatial";
+  }
+  return "unknown";
+}
+
+std::string_view SpatialSplitName(SpatialSplit split) {
+  switch (split) {
+    case SpatialSplit::kMemory:
+      return "memory";
+    case SpatialSplit::kCompute:
+      return "compute";
   }
   return "unknown";
 }

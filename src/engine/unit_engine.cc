@@ -290,8 +290,13 @@ absl::StatusOr<std::unique_ptr<Lane>> UnitEngine::Impl::MakeLane(const LlmSetup&
     slot->ops = rank_ops_[rank].get();
 #if MUXSERVE_WITH_CUDA
     if (options_.backend == config::Backend::kCuda) {
+      // muxserve mode: a decode step's small kernels go ahead of a prefill's waiting blocks.
+      const bool high_priority = !prefill && sched.decode_priority &&
+                                 sched.mode == config::SchedulerMode::kMuxserve;
       ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda,
-                       MakeCudaOps({.device = options_.devices[rank], .kernels = {}}));
+                       MakeCudaOps({.device = options_.devices[rank],
+                                    .kernels = {},
+                                    .high_priority = high_priority}));
       slot->cuda = cuda.get();
       slot->ops = cuda.get();
       slot->own_ops = std::move(cuda);
@@ -969,11 +974,20 @@ absl::StatusOr<PartitionPlan> MakePartitionPlan(const UnitOptions& options) {
       break;
     case config::SchedulerMode::kSpatial: {
       std::vector<int> split;
+      const int models = static_cast<int>(options.spatial_sm_shares.size());
+      if (models * kSmStep > sms) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unit ", options.name, ": spatial mode gives each of its ", models,
+            " models at least ", kSmStep, " SMs, more than the GPU's ", sms));
+      }
       int left = sms;
-      for (size_t i = 0; i < options.spatial_sm_shares.size(); ++i) {
-        const bool last = i + 1 == options.spatial_sm_shares.size();
-        const int count = last ? 0 : std::min(RoundSms(options.spatial_sm_shares[i].second * sms),
-                                              left - kSmStep);
+      for (int i = 0; i < models; ++i) {
+        // Each later model keeps at least one step of SMs; the last takes what is left.
+        const int later = models - i - 1;
+        const int count =
+            later == 0 ? 0
+                       : std::min(RoundSms(options.spatial_sm_shares[i].second * sms),
+                                  left - later * kSmStep);
         split.push_back(count);
         left -= count;
       }

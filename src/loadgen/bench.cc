@@ -50,6 +50,9 @@ bool ClipToContext(int64_t max_context, RequestSpec* request) {
 
 absl::StatusOr<PreparedWorkload> PrepareTraceReplay(const WorkloadSpec& spec) {
   ASSIGN_OR_RETURN(std::vector<RequestSpec> trace, ReadTrace(spec.trace));
+  if (spec.trace_speedup != 1) {
+    ASSIGN_OR_RETURN(trace, CompressTrace(std::move(trace), spec.trace_speedup));
+  }
   if (!spec.models.empty()) {
     const std::set<std::string> keep(spec.models.begin(), spec.models.end());
     std::erase_if(trace, [&](const RequestSpec& r) { return !keep.contains(r.model); });
@@ -71,7 +74,8 @@ absl::StatusOr<PreparedWorkload> PrepareTraceReplay(const WorkloadSpec& spec) {
   std::stable_sort(prepared.rates.begin(), prepared.rates.end(),
                    [](const auto& a, const auto& b) { return a.second > b.second; });
   prepared.requests = std::move(trace);
-  prepared.description = {{"kind", "trace"}, {"trace", spec.trace.string()}};
+  prepared.description = {
+      {"kind", "trace"}, {"trace", spec.trace.string()}, {"speedup", spec.trace_speedup}};
   return prepared;
 }
 

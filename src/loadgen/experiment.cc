@@ -1,9 +1,12 @@
 #include "muxserve/loadgen/experiment.h"
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "muxserve/common/status.h"
@@ -39,66 +42,99 @@ void Tell(const ExperimentOptions& options, const std::string& message) {
   if (options.on_status) options.on_status(message);
 }
 
-absl::StatusOr<ModeResult> RunMode(const ExperimentOptions& options, const std::string& mode,
-                                   bool first, PreparedWorkload* workload, BaseLatencies* base) {
-  ModeResult result;
-  result.mode = mode;
-  result.dir = options.out_dir / mode;
+// The workload of `load` (the options' own when it is null).
+WorkloadSpec LoadWorkload(const ExperimentOptions& options, const LoadPoint* load) {
+  WorkloadSpec spec = options.bench.workload;
+  if (load != nullptr && load->rate_scale > 0) spec.rate_scale = load->rate_scale;
+  if (load != nullptr && load->trace_speedup > 0) spec.trace_speedup = load->trace_speedup;
+  return spec;
+}
+
+// Starts the mode's daemon and replays every load against it. The first mode prepares the
+// streams (kept in `workloads` for the others) and measures the base latencies.
+absl::StatusOr<std::vector<ModeResult>> RunMode(const ExperimentOptions& options,
+                                                const std::string& mode, bool first,
+                                                std::vector<PreparedWorkload>* workloads,
+                                                BaseLatencies* base) {
+  const std::filesystem::path mode_dir = options.out_dir / mode;
   std::error_code error;
-  std::filesystem::create_directories(result.dir, error);
+  std::filesystem::create_directories(mode_dir, error);
   if (error) {
     return absl::PermissionDeniedError(
-        absl::StrCat("cannot create '", result.dir.string(), "': ", error.message()));
+        absl::StrCat("cannot create '", mode_dir.string(), "': ", error.message()));
   }
-  const std::filesystem::path config = result.dir / "daemon.yaml";
+  const std::filesystem::path config = mode_dir / "daemon.yaml";
   RETURN_IF_ERROR(WriteConfigWithMode(options.config, mode, config));
 
   Tell(options, absl::StrCat(mode, ": starting muxserved (log: ",
-                             (result.dir / "muxserved.log").string(), ")"));
+                             (mode_dir / "muxserved.log").string(), ")"));
   DaemonLaunch launch{
       .binary = options.daemon_binary.empty() ? DaemonBesideSelf() : options.daemon_binary,
       .config = config,
-      .log = result.dir / "muxserved.log",
-      .ready_file = result.dir / "ready.json",
+      .log = mode_dir / "muxserved.log",
+      .ready_file = mode_dir / "ready.json",
       .startup_timeout_s = options.startup_timeout_s};
   ASSIGN_OR_RETURN(std::unique_ptr<DaemonProcess> daemon, DaemonProcess::Start(launch));
   auto stub = pb::Muxserve::NewStub(Connect(daemon->address()));
   ASSIGN_OR_RETURN(const std::vector<ServedModel> served, ListServingModels(*stub));
 
-  if (first) {
-    ASSIGN_OR_RETURN(*workload, PrepareWorkload(options.bench.workload, served));
-    RETURN_IF_ERROR(WriteTrace(options.out_dir / "workload.jsonl", workload->requests));
-    Tell(options, absl::StrCat(mode, ": ", workload->requests.size(), " requests over ",
-                               workload->rates.size(), " models written to ",
-                               (options.out_dir / "workload.jsonl").string()));
-    ASSIGN_OR_RETURN(
-        *base, ObtainBaseLatencies(*stub, options.bench.slo_base, workload->rates, served,
-                                   options.bench.probe, [&](const std::string& model) {
-                                     Tell(options, absl::StrCat(mode,
-                                                                ": measuring the base latency "
-                                                                "of ",
-                                                                model));
-                                   }));
-    RETURN_IF_ERROR(WriteJsonFile(options.out_dir / "slo_base.json", ToJson(*base)));
-  } else {
-    std::set<std::string> names;
-    for (const ServedModel& model : served) names.insert(model.name);
-    for (const auto& [model, rate] : workload->rates) {
-      if (!names.contains(model)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(mode, ": model '", model, "' is not served in this mode"));
+  const size_t num_loads = std::max<size_t>(1, options.loads.size());
+  std::vector<ModeResult> results;
+  for (size_t i = 0; i < num_loads; ++i) {
+    const LoadPoint* load = options.loads.empty() ? nullptr : &options.loads[i];
+    const std::string label = load != nullptr ? load->label : "";
+    const std::string named = load != nullptr ? absl::StrCat(mode, " ", label) : mode;
+    if (first) {
+      const std::filesystem::path stream =
+          options.out_dir / (load != nullptr ? absl::StrCat("workload_", label, ".jsonl")
+                                             : std::string("workload.jsonl"));
+      ASSIGN_OR_RETURN(workloads->emplace_back(),
+                       PrepareWorkload(LoadWorkload(options, load), served));
+      RETURN_IF_ERROR(WriteTrace(stream, workloads->back().requests));
+      Tell(options, absl::StrCat(named, ": ", workloads->back().requests.size(),
+                                 " requests over ", workloads->back().rates.size(),
+                                 " models written to ", stream.string()));
+    } else {
+      std::set<std::string> names;
+      for (const ServedModel& model : served) names.insert(model.name);
+      for (const auto& [model, rate] : (*workloads)[i].rates) {
+        if (!names.contains(model)) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(mode, ": model '", model, "' is not served in this mode"));
+        }
       }
     }
+    if (first && i == 0) {
+      ASSIGN_OR_RETURN(
+          *base, ObtainBaseLatencies(*stub, options.bench.slo_base, (*workloads)[0].rates, served,
+                                     options.bench.probe, [&](const std::string& model) {
+                                       Tell(options, absl::StrCat(mode,
+                                                                  ": measuring the base "
+                                                                  "latency of ",
+                                                                  model));
+                                     }));
+      RETURN_IF_ERROR(WriteJsonFile(options.out_dir / "slo_base.json", ToJson(*base)));
+    }
+    ModeResult result;
+    result.mode = mode;
+    result.load = label;
+    result.dir = load != nullptr ? mode_dir / label : mode_dir;
+    std::filesystem::create_directories(result.dir, error);
+    if (error) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot create '", result.dir.string(), "': ", error.message()));
+    }
+    Tell(options, absl::StrCat(named, ": replaying ", (*workloads)[i].requests.size(),
+                               " requests"));
+    BenchOptions bench = options.bench;
+    bench.address = daemon->address();
+    ASSIGN_OR_RETURN(BenchResult run, RunPrepared(*stub, (*workloads)[i], *base, bench));
+    RETURN_IF_ERROR(WriteBenchOutputs(result.dir, run, bench));
+    result.summary = std::move(run.summary);
+    results.push_back(std::move(result));
   }
-
-  Tell(options, absl::StrCat(mode, ": replaying ", workload->requests.size(), " requests"));
-  BenchOptions bench = options.bench;
-  bench.address = daemon->address();
-  ASSIGN_OR_RETURN(BenchResult run, RunPrepared(*stub, *workload, *base, bench));
-  RETURN_IF_ERROR(WriteBenchOutputs(result.dir, run, bench));
   RETURN_IF_ERROR(Annotate(daemon->Stop(options.stop_timeout_s), mode));
-  result.summary = std::move(run.summary);
-  return result;
+  return results;
 }
 
 }  // namespace
@@ -156,6 +192,32 @@ absl::StatusOr<std::vector<std::string>> ParseModes(std::string_view text) {
   return modes;
 }
 
+absl::StatusOr<std::vector<LoadPoint>> ParseLoads(std::string_view text, bool trace) {
+  std::vector<LoadPoint> loads;
+  for (absl::string_view item : absl::StrSplit(AsAbsl(text), ',', absl::SkipWhitespace())) {
+    const absl::string_view stripped = absl::StripAsciiWhitespace(item);
+    double value = 0;
+    if (!absl::SimpleAtod(stripped, &value) || !(value > 0) || !std::isfinite(value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          trace ? "trace speed-ups" : "rate scales", ": '", stripped, "' is not a number > 0"));
+    }
+    LoadPoint load;
+    load.label = absl::StrCat(trace ? "speedup" : "scale", stripped);
+    (trace ? load.trace_speedup : load.rate_scale) = value;
+    for (const LoadPoint& other : loads) {
+      if (other.label == load.label) {
+        return absl::InvalidArgumentError(absl::StrCat("load '", stripped, "' is given twice"));
+      }
+    }
+    loads.push_back(std::move(load));
+  }
+  if (loads.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(trace ? "trace speed-ups" : "rate scales", ": none given"));
+  }
+  return loads;
+}
+
 absl::StatusOr<std::vector<ModeResult>> RunExperiment(const ExperimentOptions& options) {
   if (options.modes.empty()) return absl::InvalidArgumentError("experiment: no modes");
   if (options.out_dir.empty()) return absl::InvalidArgumentError("experiment: no output folder");
@@ -165,25 +227,39 @@ absl::StatusOr<std::vector<ModeResult>> RunExperiment(const ExperimentOptions& o
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create '", options.out_dir.string(), "': ", error.message()));
   }
-  PreparedWorkload workload;
+  std::vector<PreparedWorkload> workloads;
   BaseLatencies base;
   std::vector<ModeResult> results;
   for (size_t i = 0; i < options.modes.size(); ++i) {
-    ASSIGN_OR_RETURN(ModeResult result,
-                     RunMode(options, options.modes[i], i == 0, &workload, &base));
-    results.push_back(std::move(result));
+    ASSIGN_OR_RETURN(std::vector<ModeResult> mode_results,
+                     RunMode(options, options.modes[i], i == 0, &workloads, &base));
+    for (ModeResult& result : mode_results) results.push_back(std::move(result));
   }
   RETURN_IF_ERROR(WriteJsonFile(options.out_dir / "comparison.json", ComparisonJson(results)));
   return results;
 }
 
 nlohmann::json ComparisonJson(const std::vector<ModeResult>& results) {
-  nlohmann::json modes = nlohmann::json::array();
-  for (const ModeResult& result : results) {
-    modes.push_back(
-        {{"mode", result.mode}, {"dir", result.dir.string()}, {"summary", ToJson(result.summary)}});
+  auto entry = [](const ModeResult& result) {
+    return nlohmann::json{
+        {"mode", result.mode}, {"dir", result.dir.string()}, {"summary", ToJson(result.summary)}};
+  };
+  if (results.empty() || results.front().load.empty()) {
+    nlohmann::json modes = nlohmann::json::array();
+    for (const ModeResult& result : results) modes.push_back(entry(result));
+    return {{"modes", modes}};
   }
-  return {{"modes", modes}};
+  // By load, in the order the first mode ran them.
+  nlohmann::json loads = nlohmann::json::array();
+  for (const ModeResult& first : results) {
+    if (first.mode != results.front().mode) break;
+    nlohmann::json modes = nlohmann::json::array();
+    for (const ModeResult& result : results) {
+      if (result.load == first.load) modes.push_back(entry(result));
+    }
+    loads.push_back({{"load", first.load}, {"modes", modes}});
+  }
+  return {{"loads", loads}};
 }
 
 }  // namespace muxserve::loadgen

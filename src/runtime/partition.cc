@@ -29,7 +29,8 @@ struct CoreDriver {
   decltype(::cuCtxSetCurrent)* cuCtxSetCurrent = nullptr;
   decltype(::cuCtxPushCurrent)* cuCtxPushCurrent = nullptr;
   decltype(::cuCtxPopCurrent)* cuCtxPopCurrent = nullptr;
-  decltype(::cuStreamCreate)* cuStreamCreate = nullptr;
+  decltype(::cuStreamCreateWithPriority)* cuStreamCreateWithPriority = nullptr;
+  decltype(::cuCtxGetStreamPriorityRange)* cuCtxGetStreamPriorityRange = nullptr;
 };
 
 struct GreenDriver {
@@ -61,7 +62,8 @@ absl::StatusOr<CoreDriver> LoadCoreDriver() {
   MUXSERVE_LOAD_DRIVER_FUNCTION(driver, cuCtxSetCurrent);
   MUXSERVE_LOAD_DRIVER_FUNCTION(driver, cuCtxPushCurrent);
   MUXSERVE_LOAD_DRIVER_FUNCTION(driver, cuCtxPopCurrent);
-  MUXSERVE_LOAD_DRIVER_FUNCTION(driver, cuStreamCreate);
+  MUXSERVE_LOAD_DRIVER_FUNCTION(driver, cuStreamCreateWithPriority);
+  MUXSERVE_LOAD_DRIVER_FUNCTION(driver, cuCtxGetStreamPriorityRange);
   return driver;
 }
 
@@ -135,17 +137,26 @@ class Partition final : public SmPartition {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<cudaStream_t> CreateStream() const override {
-    CUstream stream = nullptr;
-    if (green_ != nullptr) {
-      CUDA_RETURN_IF_ERROR(
-          green_driver_->cuGreenCtxStreamCreate(&stream, green_, CU_STREAM_NON_BLOCKING, 0));
-      return stream;
-    }
-    // A stream belongs to the current context: make ours current only for the call, so that the
+  absl::StatusOr<cudaStream_t> CreateStream(StreamPriority priority) const override {
+    // A stream belongs to the current context: make ours current only for the calls, so that the
     // caller's thread keeps its own.
     CUDA_RETURN_IF_ERROR(core_->cuCtxPushCurrent(context_));
-    const absl::Status created = CUDA_STATUS(core_->cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+    CUstream stream = nullptr;
+    absl::Status created = absl::OkStatus();
+    int least = 0;
+    int greatest = 0;
+    if (priority == StreamPriority::kHigh) {
+      created = CUDA_STATUS(core_->cuCtxGetStreamPriorityRange(&least, &greatest));
+    }
+    // Lower numbers run first; kNormal is the default priority, 0.
+    const int value = priority == StreamPriority::kHigh ? greatest : 0;
+    if (created.ok() && green_ != nullptr) {
+      created = CUDA_STATUS(
+          green_driver_->cuGreenCtxStreamCreate(&stream, green_, CU_STREAM_NON_BLOCKING, value));
+    } else if (created.ok()) {
+      created = CUDA_STATUS(
+          core_->cuStreamCreateWithPriority(&stream, CU_STREAM_NON_BLOCKING, value));
+    }
     CUcontext popped = nullptr;
     CUDA_RETURN_IF_ERROR(core_->cuCtxPopCurrent(&popped));
     RETURN_IF_ERROR(created);

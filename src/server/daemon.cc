@@ -92,43 +92,6 @@ absl::Status WriteReadyFile(const fs::path& path, int grpc_port, int metrics_por
 }
 
 
-// Spatial mode: each model's share of the SMs, as configured, else (for the rest) in proportion
-// to its compute demand, rate x FLOPs per token, as an operator sizing one engine per model
-// would.
-absl::StatusOr<std::vector<std::pair<std::string, double>>> SpatialSmShares(
-    const std::vector<config::ModelConfig>& models) {
-  double pinned = 0;
-  double demand = 0;
-  std::vector<double> demands;
-  for (const config::ModelConfig& model : models) {
-    double flops = 0;
-    if (model.sm_share == 0) {
-      model::ModelSpec spec;
-      if (model.synthetic.has_value()) {
-        spec = model.synthetic->spec;
-      } else {
-        ASSIGN_OR_RETURN(spec, model::LoadModelSpec(model.path));
-      }
-      flops = model.rate * spec.FlopsPerToken(0);
-    }
-    pinned += model.sm_share;
-    demand += flops;
-    demands.push_back(flops);
-  }
-  if (pinned > 1.0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("models[].sm_share: the shares add up to ", pinned, ", more than 1"));
-  }
-  std::vector<std::pair<std::string, double>> shares;
-  for (size_t i = 0; i < models.size(); ++i) {
-    const double share = models[i].sm_share > 0
-                             ? models[i].sm_share
-                             : (demand > 0 ? (1.0 - pinned) * demands[i] / demand : 0.0);
-    shares.emplace_back(models[i].name, share);
-  }
-  return shares;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const config::Config& config,
@@ -150,7 +113,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const config::Config& conf
       for (const config::ModelConfig& model : config.models) {
         if (absl::c_linear_search(unit.models, model.name)) models.push_back(model);
       }
-      ASSIGN_OR_RETURN(unit.options.spatial_sm_shares, SpatialSmShares(models));
+      ASSIGN_OR_RETURN(unit.options.spatial_sm_shares,
+                       SpatialSmShares(models, config.scheduler.spatial_split,
+                                       config.kv_cache.memory_bytes));
     }
     ASSIGN_OR_RETURN(std::unique_ptr<engine::UnitEngine> engine,
                      engine::UnitEngine::Create(unit.options, daemon->metrics_.get()));

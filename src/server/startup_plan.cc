@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "muxserve/common/status.h"
+#include "muxserve/model/model_spec.h"
 #include "spdlog/spdlog.h"
 
 namespace muxserve::server {
@@ -23,6 +25,59 @@ std::string DescribeUnit(const planner::ConfigPlan& plan, size_t index) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<std::pair<std::string, double>>> SpatialSmShares(
+    const std::vector<config::ModelConfig>& models, config::SpatialSplit split,
+    int64_t kv_memory_bytes) {
+  double pinned = 0;
+  for (const config::ModelConfig& model : models) pinned += model.sm_share;
+  if (pinned > 1.0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("models[].sm_share: the shares add up to ", pinned, ", more than 1"));
+  }
+  std::vector<model::ModelSpec> specs;
+  double kv_weight_total = 0;
+  for (const config::ModelConfig& model : models) {
+    model::ModelSpec spec;
+    if (model.synthetic.has_value()) {
+      spec = model.synthetic->spec;
+    } else {
+      ASSIGN_OR_RETURN(spec, model::LoadModelSpec(model.path));
+    }
+    const DType dtype = model.dtype.value_or(DType::kBFloat16);
+    kv_weight_total += model.rate * static_cast<double>(spec.KvBytesPerToken(dtype));
+    specs.push_back(std::move(spec));
+  }
+  std::vector<double> demands;
+  double demand_total = 0;
+  for (size_t i = 0; i < models.size(); ++i) {
+    const config::ModelConfig& model = models[i];
+    const DType dtype = model.dtype.value_or(DType::kBFloat16);
+    double demand = 0;
+    if (model.sm_share > 0) {
+      demand = 0;
+    } else if (split == config::SpatialSplit::kCompute) {
+      demand = model.rate * specs[i].FlopsPerToken(0);
+    } else {
+      const double kv_share =
+          kv_weight_total > 0
+              ? model.rate * static_cast<double>(specs[i].KvBytesPerToken(dtype)) / kv_weight_total
+              : 1.0 / static_cast<double>(models.size());
+      demand = static_cast<double>(specs[i].WeightBytes(dtype)) +
+               kv_share * static_cast<double>(kv_memory_bytes);
+    }
+    demands.push_back(demand);
+    demand_total += demand;
+  }
+  std::vector<std::pair<std::string, double>> shares;
+  for (size_t i = 0; i < models.size(); ++i) {
+    const double share = models[i].sm_share > 0 ? models[i].sm_share
+                         : demand_total > 0     ? (1.0 - pinned) * demands[i] / demand_total
+                                                : 0.0;
+    shares.emplace_back(models[i].name, share);
+  }
+  return shares;
+}
 
 std::optional<planner::ConfigPlan> PlanAtStartup(const config::Config& config) {
   if (config.models.empty()) return std::nullopt;

@@ -76,6 +76,8 @@ TEST_F(ConfigTest, FullFile) {
                                                    "  mode: temporal",
                                                    "  max_prefill_tokens: 512",
                                                    "  max_batch_size: 32",
+                                                   "  decode_priority: false",
+                                                   "  spatial_split: compute",
                                                    "models:",
                                                    "  - name: llama-3.2-1b",
                                                    "    path: models/llama",
@@ -114,6 +116,8 @@ TEST_F(ConfigTest, FullFile) {
   EXPECT_EQ(config->scheduler.mode, SchedulerMode::kTemporal);
   EXPECT_EQ(config->scheduler.max_prefill_tokens, 512);
   EXPECT_EQ(config->scheduler.max_batch_size, 32);
+  EXPECT_FALSE(config->scheduler.decode_priority);
+  EXPECT_EQ(config->scheduler.spatial_split, SpatialSplit::kCompute);
 
   ASSERT_EQ(config->models.size(), 2u);
   const ModelConfig& hf = config->models[0];
@@ -124,13 +128,13 @@ TEST_F(ConfigTest, FullFile) {
   EXPECT_DOUBLE_EQ(hf.rate, 2.5);
   EXPECT_EQ(hf.max_context, 4096);
   EXPECT_EQ(hf.chat_template, "llama3");
-  EXPECT_EQ(hf.line, 18);
+  EXPECT_EQ(hf.line, 20);
 
   const ModelConfig& synthetic = config->models[1];
   EXPECT_EQ(synthetic.name, "tiny_gqa.v2");
   EXPECT_TRUE(synthetic.path.empty());
   EXPECT_FALSE(synthetic.dtype.has_value());
-  EXPECT_EQ(synthetic.line, 24);
+  EXPECT_EQ(synthetic.line, 26);
   ASSERT_TRUE(synthetic.synthetic.has_value());
   EXPECT_EQ(synthetic.synthetic->seed, 42u);
   const model::ModelSpec& spec = synthetic.synthetic->spec;
@@ -174,6 +178,8 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(config->kv_cache.memory_bytes, defaults.kv_cache.memory_bytes);
   EXPECT_EQ(config->kv_cache.block_bytes, defaults.kv_cache.block_bytes);
   EXPECT_EQ(config->scheduler.mode, SchedulerMode::kMuxserve);
+  EXPECT_TRUE(config->scheduler.decode_priority);
+  EXPECT_EQ(config->scheduler.spatial_split, SpatialSplit::kMemory);
 
   ASSERT_EQ(config->models.size(), 1u);
   const ModelConfig& model = config->models[0];
@@ -460,6 +466,8 @@ TEST_F(ConfigTest, Names) {
   EXPECT_EQ(SchedulerModeName(SchedulerMode::kMuxserve), "muxserve");
   EXPECT_EQ(SchedulerModeName(SchedulerMode::kTemporal), "temporal");
   EXPECT_EQ(SchedulerModeName(SchedulerMode::kSpatial), "spatial");
+  EXPECT_EQ(SpatialSplitName(SpatialSplit::kMemory), "memory");
+  EXPECT_EQ(SpatialSplitName(SpatialSplit::kCompute), "compute");
 }
 
 TEST(ShippedConfigs, DefaultLoads) {
@@ -544,6 +552,12 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"MaxContextBeyondPositions",
                   Lines({"models:", kModel, kShape, "    max_context: 4096"}), 4,
                   "models[0].max_context", "exceeds the model's max_position (2048)"},
+        ErrorCase{"SpatialSplitUnknown",
+                  Lines({"scheduler:", "  spatial_split: rate", "models:", kModel, kShape}), 2,
+                  "scheduler.spatial_split", "memory"},
+        ErrorCase{"DecodePriorityNotABool",
+                  Lines({"scheduler:", "  decode_priority: 3", "models:", kModel, kShape}), 2,
+                  "scheduler.decode_priority", "expected"},
         ErrorCase{"IntegerExpected",
                   Lines({"scheduler:", "  max_batch_size: 1.5", "models:", kModel, kShape}), 2,
                   "scheduler.max_batch_size", "expected an integer, got '1.5'"},

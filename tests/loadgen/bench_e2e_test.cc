@@ -75,6 +75,7 @@ class BenchEndToEndTest : public ::testing::Test {
                               .startup_timeout_s = 120});
     if (daemon.ok()) {
       daemon_ = daemon->release();
+      stub_ = pb::Muxserve::NewStub(Connect(daemon_->address())).release();
     } else {
       start_error_ = new absl::Status(daemon.status());
     }
@@ -86,26 +87,29 @@ class BenchEndToEndTest : public ::testing::Test {
       delete daemon_;
       daemon_ = nullptr;
     }
+    // The channel goes after the daemon, as in `muxserve experiment`: gRPC 1.51 (Debian) can
+    // abort in its callback queue when a channel that carried cancelled calls is destroyed and
+    // its server disconnects later, while the process goes on.
+    delete stub_;
+    stub_ = nullptr;
     delete start_error_;
     start_error_ = nullptr;
     fs::remove_all(*dir_);
     delete dir_;
   }
 
-  void SetUp() override {
-    ASSERT_EQ(start_error_, nullptr) << *start_error_;
-    stub_ = pb::Muxserve::NewStub(Connect(daemon_->address()));
-  }
+  void SetUp() override { ASSERT_EQ(start_error_, nullptr) << *start_error_; }
 
   static fs::path* dir_;
   static DaemonProcess* daemon_;
   static absl::Status* start_error_;
-  std::unique_ptr<pb::Muxserve::Stub> stub_;
+  static pb::Muxserve::Stub* stub_;
 };
 
 fs::path* BenchEndToEndTest::dir_ = nullptr;
 DaemonProcess* BenchEndToEndTest::daemon_ = nullptr;
 absl::Status* BenchEndToEndTest::start_error_ = nullptr;
+pb::Muxserve::Stub* BenchEndToEndTest::stub_ = nullptr;
 
 TEST_F(BenchEndToEndTest, EveryRequestIsAccountedForAndTheFilesAreWritten) {
   BenchOptions options;
@@ -213,9 +217,10 @@ TEST_F(BenchEndToEndTest, ServedModelsAreListedWithTheirContext) {
   EXPECT_EQ(clipped->requests[0].output_tokens, 1);
 }
 
-TEST(ExperimentEndToEndTest, RunsTheSameStreamInEveryMode) {
-  const fs::path dir =
-      fs::path(testing::TempDir()) / ("loadgen_experiment_" + std::to_string(getpid()));
+// An experiment in a fresh folder `name` under the test's temp dir: one tiny CPU model, streams
+// of one second of 8-token prompts and 4-token outputs, quick probes.
+ExperimentOptions SmallExperiment(const std::string& name, std::vector<std::string> modes) {
+  const fs::path dir = fs::path(testing::TempDir()) / (name + "_" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   std::ofstream(dir / "daemon.yaml")
@@ -232,14 +237,19 @@ TEST(ExperimentEndToEndTest, RunsTheSameStreamInEveryMode) {
          "    synthetic: {layers: 1, hidden: 32, heads: 2, intermediate: 64, seed: 4}\n";
   ExperimentOptions options;
   options.config = dir / "daemon.yaml";
-  options.modes = {"muxserve", "temporal"};
+  options.modes = std::move(modes);
   options.daemon_binary = BuildDir() / "src" / "apps" / "muxserved";
   options.startup_timeout_s = 120;
   options.out_dir = dir / "out";
-  options.bench.workload.rate_scale = 4;
   options.bench.workload.lengths = "fixed:8,4";
   options.bench.workload.duration_s = 1;
   options.bench.probe = QuickProbes();
+  return options;
+}
+
+TEST(ExperimentEndToEndTest, RunsTheSameStreamInEveryMode) {
+  ExperimentOptions options = SmallExperiment("loadgen_experiment", {"muxserve", "temporal"});
+  options.bench.workload.rate_scale = 4;
   absl::StatusOr<std::vector<ModeResult>> results = RunExperiment(options);
   ASSERT_TRUE(results.ok()) << results.status();
   ASSERT_EQ(results->size(), 2u);
@@ -255,7 +265,43 @@ TEST(ExperimentEndToEndTest, RunsTheSameStreamInEveryMode) {
   ASSERT_TRUE(comparison.ok()) << comparison.status();
   ASSERT_EQ((*comparison)["modes"].size(), 2u);
   EXPECT_EQ((*comparison)["modes"][1]["mode"], "temporal");
-  fs::remove_all(dir);
+  fs::remove_all(options.out_dir.parent_path());
+}
+
+// Several loads: each mode's daemon starts once and serves every load; each load's stream is the
+// same in every mode.
+TEST(ExperimentEndToEndTest, ServesEveryLoadWithOneDaemonPerMode) {
+  ExperimentOptions options =
+      SmallExperiment("loadgen_experiment_loads", {"muxserve", "spatial"});
+  absl::StatusOr<std::vector<LoadPoint>> loads = ParseLoads("2,6", /*trace=*/false);
+  ASSERT_TRUE(loads.ok()) << loads.status();
+  options.loads = *loads;
+  absl::StatusOr<std::vector<ModeResult>> results = RunExperiment(options);
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 4u);
+  const int64_t light = CountLines(options.out_dir / "workload_scale2.jsonl");
+  const int64_t heavy = CountLines(options.out_dir / "workload_scale6.jsonl");
+  ASSERT_GT(light, 0);
+  EXPECT_GT(heavy, light);
+  for (const ModeResult& result : *results) {
+    EXPECT_EQ(result.summary.overall.sent, result.load == "scale2" ? light : heavy)
+        << result.mode << " " << result.load;
+    EXPECT_EQ(result.summary.overall.finished, result.summary.overall.sent) << result.mode;
+    EXPECT_EQ(result.dir, options.out_dir / result.mode / result.load);
+    EXPECT_TRUE(fs::exists(result.dir / "summary.json")) << result.mode << " " << result.load;
+  }
+  EXPECT_EQ((*results)[1].mode, "muxserve");
+  EXPECT_EQ((*results)[1].load, "scale6");
+  // One daemon per mode: its log beside the loads' folders.
+  EXPECT_TRUE(fs::exists(options.out_dir / "muxserve" / "muxserved.log"));
+  EXPECT_TRUE(fs::exists(options.out_dir / "spatial" / "muxserved.log"));
+  absl::StatusOr<nlohmann::json> comparison = ReadJsonFile(options.out_dir / "comparison.json");
+  ASSERT_TRUE(comparison.ok()) << comparison.status();
+  ASSERT_EQ((*comparison)["loads"].size(), 2u);
+  EXPECT_EQ((*comparison)["loads"][1]["load"], "scale6");
+  ASSERT_EQ((*comparison)["loads"][1]["modes"].size(), 2u);
+  EXPECT_EQ((*comparison)["loads"][1]["modes"][1]["mode"], "spatial");
+  fs::remove_all(options.out_dir.parent_path());
 }
 
 }  // namespace

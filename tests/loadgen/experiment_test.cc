@@ -100,5 +100,29 @@ TEST(ParseModesTest, AcceptsKnownModesOnce) {
   EXPECT_FALSE(ParseModes("").ok());
 }
 
+TEST(ParseLoadsTest, RateScalesAndTraceSpeedups) {
+  absl::StatusOr<std::vector<LoadPoint>> scales = ParseLoads("20, 40,7.5", /*trace=*/false);
+  ASSERT_TRUE(scales.ok()) << scales.status();
+  ASSERT_EQ(scales->size(), 3u);
+  EXPECT_EQ((*scales)[0].label, "scale20");
+  EXPECT_DOUBLE_EQ((*scales)[0].rate_scale, 20);
+  EXPECT_DOUBLE_EQ((*scales)[0].trace_speedup, 0);
+  EXPECT_EQ((*scales)[2].label, "scale7.5");
+  EXPECT_DOUBLE_EQ((*scales)[2].rate_scale, 7.5);
+
+  absl::StatusOr<std::vector<LoadPoint>> speedups = ParseLoads("2,4", /*trace=*/true);
+  ASSERT_TRUE(speedups.ok()) << speedups.status();
+  EXPECT_EQ((*speedups)[1].label, "speedup4");
+  EXPECT_DOUBLE_EQ((*speedups)[1].trace_speedup, 4);
+  EXPECT_DOUBLE_EQ((*speedups)[1].rate_scale, 0);
+
+  EXPECT_THAT(ParseLoads("20,fast", false).status().message(),
+              HasSubstr("rate scales: 'fast' is not a number > 0"));
+  EXPECT_THAT(ParseLoads("0", true).status().message(),
+              HasSubstr("trace speed-ups: '0' is not a number > 0"));
+  EXPECT_THAT(ParseLoads("2,2", false).status().message(), HasSubstr("given twice"));
+  EXPECT_THAT(ParseLoads(" , ", false).status().message(), HasSubstr("none given"));
+}
+
 }  // namespace
 }  // namespace muxserve::loadgen

@@ -10,6 +10,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "muxserve/loadgen/bench.h"
 
 namespace muxserve::loadgen {
 namespace {
@@ -97,6 +98,25 @@ TEST(TraceTest, CompressionDividesArrivalTimes) {
   // Rates scale with the factor.
   EXPECT_DOUBLE_EQ(TraceRates(trace).at("a"), 1.0 / 30);
   EXPECT_DOUBLE_EQ(TraceRates(*fast).at("a"), 4.0 / 30);
+}
+
+// A replay's speed-up compresses the trace before its duration cut.
+TEST(TraceTest, ReplaySpeedupCompressesBeforeTheDurationCut) {
+  const std::filesystem::path path = TempPath("speedup.jsonl");
+  ASSERT_TRUE(WriteTrace(path, {SyntheticRequest(0, "a", {4, 2}), SyntheticRequest(4, "a", {4, 2}),
+                                SyntheticRequest(8, "b", {4, 2})})
+                  .ok());
+  WorkloadSpec spec;
+  spec.trace = path;
+  spec.trace_speedup = 2;
+  spec.duration_s = 3;  // of the compressed timeline: keeps 0 and 2 s
+  absl::StatusOr<PreparedWorkload> prepared = PrepareWorkload(spec, {});
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  ASSERT_EQ(prepared->requests.size(), 2u);
+  EXPECT_DOUBLE_EQ(prepared->requests[1].arrival_s, 2);
+  EXPECT_DOUBLE_EQ(prepared->description["speedup"].get<double>(), 2);
+  spec.trace_speedup = -1;
+  EXPECT_THAT(PrepareWorkload(spec, {}).status().message(), HasSubstr("must be > 0"));
 }
 
 TEST(ChatLmsysTest, CountPopularityAndDailyShapeFollowTheOptions) {

@@ -102,6 +102,71 @@ std::string RunDaemon(const config::Config& config, bool wait,
   return log.Text();
 }
 
+TEST(SpatialSmSharesTest, MemorySplitFollowsWeightsAndKvQuota) {
+  // A popular small model and a quiet large one: by memory the large one owns most SMs, by
+  // compute (rate x FLOPs) the popular one does.
+  const config::Config config = Parse(R"(
+models:
+  - name: small
+    synthetic: {layers: 16, hidden: 2048, heads: 32, kv_heads: 8, intermediate: 8192}
+    dtype: bfloat16
+    rate: 10
+  - name: large
+    synthetic: {layers: 32, hidden: 4096, heads: 32, intermediate: 11008}
+    dtype: bfloat16
+    rate: 1
+)");
+  ASSERT_EQ(config.models.size(), 2u);
+  const model::ModelSpec& small = config.models[0].synthetic->spec;
+  const model::ModelSpec& large = config.models[1].synthetic->spec;
+  const int64_t kv = int64_t{40} << 30;
+  absl::StatusOr<std::vector<std::pair<std::string, double>>> memory =
+      SpatialSmShares(config.models, config::SpatialSplit::kMemory, kv);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  // Expected: each model's weights plus its share of the pool by rate x KV bytes per token.
+  const double small_kv = 10.0 * static_cast<double>(small.KvBytesPerToken(DType::kBFloat16));
+  const double large_kv = 1.0 * static_cast<double>(large.KvBytesPerToken(DType::kBFloat16));
+  const double small_memory = static_cast<double>(small.WeightBytes(DType::kBFloat16)) +
+                              static_cast<double>(kv) * small_kv / (small_kv + large_kv);
+  const double large_memory = static_cast<double>(large.WeightBytes(DType::kBFloat16)) +
+                              static_cast<double>(kv) * large_kv / (small_kv + large_kv);
+  ASSERT_EQ(memory->size(), 2u);
+  EXPECT_EQ((*memory)[0].first, "small");
+  EXPECT_NEAR((*memory)[0].second, small_memory / (small_memory + large_memory), 1e-12);
+  EXPECT_NEAR((*memory)[0].second + (*memory)[1].second, 1.0, 1e-12);
+  EXPECT_LT((*memory)[0].second, 0.5);
+
+  absl::StatusOr<std::vector<std::pair<std::string, double>>> compute =
+      SpatialSmShares(config.models, config::SpatialSplit::kCompute, kv);
+  ASSERT_TRUE(compute.ok()) << compute.status();
+  const double small_flops = 10.0 * small.FlopsPerToken(0);
+  const double large_flops = 1.0 * large.FlopsPerToken(0);
+  EXPECT_NEAR((*compute)[0].second, small_flops / (small_flops + large_flops), 1e-12);
+  EXPECT_GT((*compute)[0].second, 0.5);
+}
+
+TEST(SpatialSmSharesTest, SetSharesAreKeptAndTheRestIsSplit) {
+  config::Config config = Parse(R"(
+scheduler: {mode: spatial}
+models:
+  - {name: pinned, synthetic: {layers: 2, hidden: 256, heads: 4, intermediate: 512}, sm_share: 0.25}
+  - {name: a, synthetic: {layers: 2, hidden: 256, heads: 4, intermediate: 512}}
+  - {name: b, synthetic: {layers: 2, hidden: 256, heads: 4, intermediate: 512}}
+)");
+  absl::StatusOr<std::vector<std::pair<std::string, double>>> shares =
+      SpatialSmShares(config.models, config::SpatialSplit::kMemory, int64_t{1} << 30);
+  ASSERT_TRUE(shares.ok()) << shares.status();
+  EXPECT_DOUBLE_EQ((*shares)[0].second, 0.25);
+  EXPECT_NEAR((*shares)[1].second, 0.375, 1e-12);  // equal models split the rest equally
+  EXPECT_NEAR((*shares)[2].second, 0.375, 1e-12);
+
+  config.models[1].sm_share = 0.8;
+  absl::StatusOr<std::vector<std::pair<std::string, double>>> refused =
+      SpatialSmShares(config.models, config::SpatialSplit::kMemory, int64_t{1} << 30);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("models[].sm_share: the shares add up to 1.05"));
+}
+
 TEST(StartupPlanTest, ConfigKnowsWhetherDecodeShareWasSet) {
   EXPECT_FALSE(Parse(WithTinyModel("scheduler: {mode: muxserve}\n")).scheduler.decode_sm_share_set);
   const config::Config set = Parse(WithTinyModel("scheduler: {decode_sm_share: 0.3}\n"));

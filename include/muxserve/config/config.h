@@ -17,6 +17,11 @@ namespace muxserve::config {
 
 enum class Backend { kAuto, kCpu, kCuda };
 enum class SchedulerMode { kMuxserve, kTemporal, kSpatial };
+// How spatial mode splits the SMs among models without a models[].sm_share: kMemory, in
+// proportion to each model's memory (weights + its KV quota: one engine per model sized by
+// memory, as operators start them on a shared GPU); kCompute, in proportion to rate x FLOPs per
+// token (an operator who knows the rates).
+enum class SpatialSplit { kMemory, kCompute };
 // How jobs get SM partitions on a GPU: kAuto picks green contexts where the driver has them,
 // else none; kMps needs an MPS control daemon.
 enum class PartitionBackend { kAuto, kNone, kGreen, kMps };
@@ -50,6 +55,10 @@ struct SchedulerConfig {
   double decode_sm_share = 0.4;
   // Whether the YAML set decode_sm_share; when not, the daemon takes it from the placement plan.
   bool decode_sm_share_set = false;
+  // muxserve mode on a GPU: decode jobs' streams at the device's highest priority, so that
+  // where they share SMs with a prefill their blocks are placed first.
+  bool decode_priority = true;
+  SpatialSplit spatial_split = SpatialSplit::kMemory;
 };
 
 struct SyntheticSpec {
@@ -157,6 +166,7 @@ absl::StatusOr<int64_t> ParseByteSize(std::string_view text);
 
 std::string_view BackendName(Backend backend);
 std::string_view SchedulerModeName(SchedulerMode mode);
+std::string_view SpatialSplitName(SpatialSplit split);
 std::string_view PartitionBackendName(PartitionBackend backend);
 
 }  // namespace muxserve::config

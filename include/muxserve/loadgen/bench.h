@@ -42,6 +42,7 @@ struct WorkloadSpec {
   ArrivalOptions arrival;
   std::string lengths = "sharegpt";  // LengthSampler::Parse
   std::filesystem::path trace;       // replay this JSONL trace
+  double trace_speedup = 1;          // the trace's arrivals divided by this (CompressTrace)
   // 0 and 0: kDefaultDurationSeconds for a generated stream, the whole trace for a replay.
   double duration_s = 0;
   int64_t max_requests = 0;

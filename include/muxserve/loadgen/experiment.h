@@ -5,6 +5,9 @@
 // (the base is measured once, on the first mode's daemon, unless a file is given);
 // DIR/<mode>/: daemon.yaml, muxserved.log and the run's files (summary.json, requests.jsonl);
 // DIR/comparison.json: every mode's summary side by side.
+// With several loads (rate scales of a generated stream, speed-ups of a trace) each mode's daemon
+// starts once and serves every load in turn: DIR/workload_<load>.jsonl, the run's files in
+// DIR/<mode>/<load>/, and DIR/comparison.json holds every load's modes.
 #pragma once
 
 #include <filesystem>
@@ -31,6 +34,18 @@ namespace muxserve::loadgen {
 // "muxserve,temporal,spatial": known modes, none twice.
 absl::StatusOr<std::vector<std::string>> ParseModes(std::string_view text);
 
+// One load of an experiment: the stream of options.bench.workload at another rate scale
+// (generated) or compressed by another factor (a trace).
+struct LoadPoint {
+  std::string label;  // names its files: "scale40", "speedup2"
+  double rate_scale = 0;     // > 0: a generated stream's rate scale
+  double trace_speedup = 0;  // > 0: a trace's compression factor
+};
+
+// Load points for "20,40,80" as rate scales ("scale20", ...) or, with `trace`, as trace
+// speed-ups ("speedup2", ...): positive numbers, none twice.
+absl::StatusOr<std::vector<LoadPoint>> ParseLoads(std::string_view text, bool trace);
+
 struct ExperimentOptions {
   std::filesystem::path config;
   std::vector<std::string> modes = {"muxserve", "temporal", "spatial"};
@@ -38,19 +53,23 @@ struct ExperimentOptions {
   double startup_timeout_s = 300;
   double stop_timeout_s = 60;
   BenchOptions bench;  // its address and out_dir are ignored
+  std::vector<LoadPoint> loads;  // empty: the one stream of `bench.workload`
   std::filesystem::path out_dir;
   std::function<void(const std::string& message)> on_status;  // what the runner is doing
 };
 
 struct ModeResult {
   std::string mode;
+  std::string load;  // the load point's label; empty with a single stream
   std::filesystem::path dir;
   RunSummary summary;
 };
 
+// Results by mode, then by load in the order given.
 absl::StatusOr<std::vector<ModeResult>> RunExperiment(const ExperimentOptions& options);
 
-// {"modes": [{"mode": m, "summary": {...}}, ...]}, written as DIR/comparison.json.
+// {"modes": [{"mode": m, "summary": {...}}, ...]}, written as DIR/comparison.json; with load
+// points {"loads": [{"load": label, "modes": [...]}, ...]}.
 nlohmann::json ComparisonJson(const std::vector<ModeResult>& results);
 
 }  // namespace muxserve::loadgen

@@ -39,6 +39,8 @@ inline int RoundSms(double sms) {
   return std::max(kSmStep, static_cast<int>(std::lround(sms / kSmStep)) * kSmStep);
 }
 
+enum class StreamPriority { kNormal, kHigh };
+
 class SmPartition {
  public:
   virtual ~SmPartition() = default;
@@ -52,8 +54,9 @@ class SmPartition {
   // streams made after this belong to it.
   [[nodiscard]] virtual absl::Status Enter() const = 0;
   // A new non-blocking stream whose kernels run on this partition's SMs; the caller destroys it
-  // with cudaStreamDestroy.
-  virtual absl::StatusOr<cudaStream_t> CreateStream() const = 0;
+  // with cudaStreamDestroy. kHigh: the device's highest stream priority, so that where jobs
+  // share SMs the block scheduler places this stream's blocks first.
+  virtual absl::StatusOr<cudaStream_t> CreateStream(StreamPriority priority) const = 0;
 };
 
 // Makes no partition current on the calling thread, so that CUDA runtime calls there use the

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -28,6 +29,15 @@ std::optional<double> PlannedDecodeSmShare(const planner::ConfigPlan& plan, size
 // are left to the caller.
 engine::UnitOptions ResolveUnitOptions(const config::Config& config,
                                        const planner::ConfigPlan* plan, size_t unit = 0);
+
+// Spatial mode: each model's share of the SMs, its models[].sm_share where set; the models
+// without one split what is left by `split`: in proportion to weights + KV quota (the unit's
+// `kv_memory_bytes` shared out by rate x KV bytes per token, as the engine sets quotas) for
+// kMemory, or to rate x FLOPs per token for kCompute. INVALID_ARGUMENT when the set shares add
+// up to more than 1; a model's config.json that cannot be read is its error.
+absl::StatusOr<std::vector<std::pair<std::string, double>>> SpatialSmShares(
+    const std::vector<config::ModelConfig>& models, config::SpatialSplit split,
+    int64_t kv_memory_bytes);
 
 // One unit the daemon serves: its engine's options and its models, by name.
 struct UnitSetup {
