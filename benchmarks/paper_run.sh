@@ -14,7 +14,8 @@
 #
 # Environment: KV (the shared pool, default 48GiB), MODES (default muxserve,temporal,spatial),
 # SLO_BASE (a slo_base.json to reuse instead of measuring), DRAIN (seconds after the last send,
-# default 10), DECODE_PRIORITY (muxserve mode: true|false, default true), SPATIAL_SPLIT
+# default 10), DECODE_PRIORITY (muxserve mode: true|false, default true, as the runs of
+# 2026-12-03 were made), SPATIAL_SPLIT
 # (memory|compute, default memory: one engine per model sized by its memory, as operators split a
 # shared GPU today).
 # Bundle here (see docs/benchmarks.md), then on the GPU machine from the repository root.

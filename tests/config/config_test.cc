@@ -76,7 +76,7 @@ TEST_F(ConfigTest, FullFile) {
                                                    "  mode: temporal",
                                                    "  max_prefill_tokens: 512",
                                                    "  max_batch_size: 32",
-                                                   "  decode_priority: false",
+                                                   "  decode_priority: true",
                                                    "  spatial_split: compute",
                                                    "models:",
                                                    "  - name: llama-3.2-1b",
@@ -116,7 +116,7 @@ TEST_F(ConfigTest, FullFile) {
   EXPECT_EQ(config->scheduler.mode, SchedulerMode::kTemporal);
   EXPECT_EQ(config->scheduler.max_prefill_tokens, 512);
   EXPECT_EQ(config->scheduler.max_batch_size, 32);
-  EXPECT_FALSE(config->scheduler.decode_priority);
+  EXPECT_TRUE(config->scheduler.decode_priority);
   EXPECT_EQ(config->scheduler.spatial_split, SpatialSplit::kCompute);
 
   ASSERT_EQ(config->models.size(), 2u);
@@ -178,7 +178,7 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(config->kv_cache.memory_bytes, defaults.kv_cache.memory_bytes);
   EXPECT_EQ(config->kv_cache.block_bytes, defaults.kv_cache.block_bytes);
   EXPECT_EQ(config->scheduler.mode, SchedulerMode::kMuxserve);
-  EXPECT_TRUE(config->scheduler.decode_priority);
+  EXPECT_FALSE(config->scheduler.decode_priority);
   EXPECT_EQ(config->scheduler.spatial_split, SpatialSplit::kMemory);
 
   ASSERT_EQ(config->models.size(), 1u);

@@ -56,8 +56,9 @@ struct SchedulerConfig {
   // Whether the YAML set decode_sm_share; when not, the daemon takes it from the placement plan.
   bool decode_sm_share_set = false;
   // muxserve mode on a GPU: decode jobs' streams at the device's highest priority, so that
-  // where they share SMs with a prefill their blocks are placed first.
-  bool decode_priority = true;
+  // where they share SMs with a prefill their blocks are placed first. Off by default: on an
+  // H200 it left throughput and TPOT as they were and raised TTFT (docs/benchmarks.md).
+  bool decode_priority = false;
   SpatialSplit spatial_split = SpatialSplit::kMemory;
 };
 
