@@ -496,6 +496,10 @@ int RunExperimentCommand(const ExperimentFlags& flags) {
       return Fail(absl::InvalidArgumentError("--rate-scales: a trace has its own rates; use "
                                              "--trace-speedups"));
     }
+    if (!trace && !flags.workload.rates.empty()) {
+      return Fail(absl::InvalidArgumentError(
+          "--rate-scales scales the power law; --rates gives the rates themselves"));
+    }
     absl::StatusOr<std::vector<lg::LoadPoint>> loads =
         lg::ParseLoads(trace ? flags.trace_speedups : flags.rate_scales, trace);
     if (!loads.ok()) return Fail(loads.status());

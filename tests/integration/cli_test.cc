@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -175,6 +176,35 @@ TEST_F(CliLocalTest, BadFlagsFailWithCli11Messages) {
   absl::StatusOr<ProcessResult> no_command = RunCli(serving(), {});
   ASSERT_TRUE(no_command.ok()) << no_command.status();
   EXPECT_NE(no_command->exit_code, 0);
+}
+
+// Several loads of an experiment: rate scales of the power law, or speed-ups of a trace; each
+// misuse is refused before any daemon starts.
+TEST_F(CliLocalTest, ExperimentLoadFlagsAreChecked) {
+  const std::filesystem::path config = serving().dir() / "experiment.yaml";
+  std::ofstream(config) << "models:\n  - name: m\n"
+                           "    synthetic: {layers: 1, hidden: 32, heads: 2, intermediate: 64}\n";
+  const std::filesystem::path trace = serving().dir() / "experiment-trace.jsonl";
+  std::ofstream(trace) << R"({"arrival_s": 0, "model": "m", "prompt_tokens": 4, "output_tokens": 2})"
+                       << "\n";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--rate-scales", "2,fast"}, "rate scales: 'fast' is not a number > 0"},
+      {{"--rate-scales", "2,2"}, "given twice"},
+      {{"--trace-speedups", "2"}, "--trace-speedups needs --trace"},
+      {{"--trace", trace.string(), "--rate-scales", "2"}, "a trace has its own rates"},
+      {{"--rates", "m=2", "--rate-scales", "2"}, "--rates gives the rates themselves"},
+      {{"--trace", trace.string(), "--trace-speedups", "0"}, "trace speed-ups: '0'"},
+  };
+  for (const auto& [flags, message] : cases) {
+    std::vector<std::string> args = {"experiment", "--config", config.string(), "--out",
+                                     (serving().dir() / "never-experiment").string()};
+    args.insert(args.end(), flags.begin(), flags.end());
+    absl::StatusOr<ProcessResult> run = RunCli(serving(), args);
+    ASSERT_TRUE(run.ok()) << run.status();
+    EXPECT_NE(run->exit_code, 0) << message;
+    EXPECT_THAT(run->err, HasSubstr(message));
+  }
+  EXPECT_FALSE(std::filesystem::exists(serving().dir() / "never-experiment"));
 }
 
 TEST_F(CliClientTest, CliGenerateStreamsTextAndReportsUsage) {
