@@ -2,7 +2,8 @@
 # Runs every GPU test binary of a bundle on the GPU machine and prints one summary line each.
 # Bundle here (strip --strip-debug the binaries first to keep the bundle small):
 #   ../shared/device/bundle.sh build/tests/kernels/kernels_gpu_test \
-#       build/tests/engine/random_weights_gpu_test build/tests/runtime/runtime_gpu_test \
+#       build/tests/engine/random_weights_gpu_test build/tests/engine/hf_parity_gpu_test \
+#       build/tests/runtime/runtime_gpu_test \
 #       build/tests/runtime/runtime_partition_gpu_test \
 #       build/tests/runtime/runtime_communicator_gpu_test .devbundle
 # On the GPU machine, from the repository root: benchmarks/gpu_tests_run.sh OUTDIR

@@ -1,7 +1,5 @@
-// The CPU backend against HF transformers (fp32, eager) on three synthetic models: the fixtures
-// of tests/model/testdata/forward (make_forward.py) hold each model's config.json and seed, a few
-// prompts, HF's logits, its 64 greedy tokens, and its five best tokens after each of 64 fed
-// (teacher-forced) tokens. The weights are written again here from the seed.
+// The CPU backend against HF transformers (fp32, eager) on three synthetic models (hf_fixtures.h).
+// The weights are written again here from the seed.
 #include <algorithm>
 #include <fstream>
 #include <functional>
@@ -11,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "muxserve/engine/transformer.h"
 #include "muxserve/engine/unit_engine.h"
@@ -19,59 +16,20 @@
 #include "muxserve/model/synthetic.h"
 #include "muxserve/model/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "hf_fixtures.h"
 #include "test_models.h"
 
 namespace muxserve::engine {
 namespace {
 
-constexpr int kNewTokens = 64;
+using hf::Argmax;
+using hf::Fixture;
+using hf::kNewTokens;
+using hf::LoadFixture;
+using hf::RelativeError;
+using hf::TopK;
+
 constexpr double kMaxRelativeError = 1e-4;
-
-struct Fixture {
-  nlohmann::json json;
-  model::ModelSpec spec;
-  std::filesystem::path dir;
-};
-
-// Loads forward/<name>.json and writes its model (float32) into a temporary directory.
-Fixture LoadFixture(const std::string& name) {
-  Fixture fixture;
-  std::ifstream in(std::filesystem::path(MUXSERVE_FORWARD_TESTDATA) / (name + ".json"));
-  EXPECT_TRUE(in.good()) << name;
-  fixture.json = nlohmann::json::parse(in);
-  absl::StatusOr<model::ModelSpec> spec =
-      model::ParseModelSpec(fixture.json["config"].dump(), name + ".json config");
-  EXPECT_TRUE(spec.ok()) << spec.status();
-  fixture.spec = *spec;
-  fixture.dir = testing::WriteTinyModel("hf_parity_" + name, fixture.spec,
-                                        fixture.json["seed"].get<uint64_t>());
-  return fixture;
-}
-
-// ||got - want|| / ||want||; the largest seen goes to `*largest`.
-double RelativeError(std::span<const float> got, const std::vector<float>& want, double* largest) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff += (double{got[i]} - want[i]) * (double{got[i]} - want[i]);
-    norm += double{want[i]} * want[i];
-  }
-  *largest = std::max(*largest, std::sqrt(diff / norm));
-  return std::sqrt(diff / norm);
-}
-
-int32_t Argmax(std::span<const float> logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
-
-// The `k` best token ids, best first.
-std::vector<int32_t> TopK(std::span<const float> logits, size_t k) {
-  std::vector<int32_t> ids(logits.size());
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
-  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
-                    [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-  ids.resize(k);
-  return ids;
-}
 
 class HfParityTest : public ::testing::TestWithParam<std::string> {};
 
@@ -177,29 +135,6 @@ TEST_P(HfParityTest, LogitsAndGreedyTokensMatchTransformers) {
   std::filesystem::remove_all(fixture.dir);
 }
 
-class Collector : public RequestSink {
- public:
-  void OnDelta(StreamDelta delta) override {
-    absl::MutexLock lock(&mu_);
-    ids_.insert(ids_.end(), delta.token_ids.begin(), delta.token_ids.end());
-  }
-  void OnFinish(const FinishInfo& info) override {
-    absl::MutexLock lock(&mu_);
-    finish_ = info;
-  }
-  std::vector<int32_t> Wait() {
-    absl::MutexLock lock(&mu_);
-    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_.has_value(); };
-    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(60)));
-    return ids_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<int32_t> ids_ ABSL_GUARDED_BY(mu_);
-  std::optional<FinishInfo> finish_ ABSL_GUARDED_BY(mu_);
-};
-
 // The serving path: every prompt submitted at once to a UnitEngine, batched by its scheduler.
 TEST_P(HfParityTest, UnitEngineGreedyMatchesTransformers) {
   Fixture fixture = LoadFixture(GetParam());
@@ -217,9 +152,9 @@ TEST_P(HfParityTest, UnitEngineGreedyMatchesTransformers) {
                             .tokenizer = std::move(*tokenizer),
                             .max_context = 256})
                   .ok());
-  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<std::shared_ptr<testing::Collector>> sinks;
   for (const nlohmann::json& test : fixture.json["cases"]) {
-    auto sink = std::make_shared<Collector>();
+    auto sink = std::make_shared<testing::Collector>();
     Request request;
     request.model = GetParam();
     request.prompt_tokens = test["prompt"].get<std::vector<int32_t>>();
@@ -229,7 +164,8 @@ TEST_P(HfParityTest, UnitEngineGreedyMatchesTransformers) {
     sinks.push_back(sink);
   }
   for (size_t i = 0; i < sinks.size(); ++i) {
-    EXPECT_EQ(sinks[i]->Wait(), fixture.json["cases"][i]["greedy"].get<std::vector<int32_t>>())
+    sinks[i]->Wait();
+    EXPECT_EQ(sinks[i]->ids(), fixture.json["cases"][i]["greedy"].get<std::vector<int32_t>>())
         << GetParam() << " case " << i;
   }
   engine->reset();
