@@ -44,7 +44,7 @@ absl::StatusOr<std::vector<std::pair<std::string, double>>> SpatialSmShares(
     } else {
       ASSIGN_OR_RETURN(spec, model::LoadModelSpec(model.path));
     }
-    const DType dtype = model.dtype.value_or(DType::kBFloat16);
+    const DType dtype = model.dtype.value_or(DType::kBFloat16);  // unset: the GPU's compute dtype
     kv_weight_total += model.rate * static_cast<double>(spec.KvBytesPerToken(dtype));
     specs.push_back(std::move(spec));
   }
@@ -53,10 +53,12 @@ absl::StatusOr<std::vector<std::pair<std::string, double>>> SpatialSmShares(
   for (size_t i = 0; i < models.size(); ++i) {
     const config::ModelConfig& model = models[i];
     const DType dtype = model.dtype.value_or(DType::kBFloat16);
+    if (model.sm_share > 0) {  // takes no part in the split
+      demands.push_back(0);
+      continue;
+    }
     double demand = 0;
-    if (model.sm_share > 0) {
-      demand = 0;
-    } else if (split == config::SpatialSplit::kCompute) {
+    if (split == config::SpatialSplit::kCompute) {
       demand = model.rate * specs[i].FlopsPerToken(0);
     } else {
       const double kv_share =
