@@ -19,13 +19,6 @@ SHOWN_SLO_SCALES = (5, 10)
 TARGET_ATTAINMENT = 0.99
 
 
-def attainment_at(summary, scale):
-    for point in summary["overall"]["slo_attainment"]:
-        if abs(point[0] - scale) < 1e-9:
-            return point[1]
-    return None
-
-
 def scale_for_attainment(summary, target):
     """The smallest SLO scale whose attainment reaches `target` (None: no scale measured does)."""
     for scale, fraction in summary["overall"]["slo_attainment"]:

@@ -521,14 +521,9 @@ int RunExperimentCommand(const ExperimentFlags& flags) {
     fmt::print("\n== {}{}{} ==\n", result.mode, result.load.empty() ? "" : " ", result.load);
     PrintSummary(result.summary);
   }
-  // One comparison per load, in the order the first mode ran them.
-  for (const lg::ModeResult& first : *results) {
-    if (first.mode != results->front().mode) break;
-    std::vector<lg::ModeResult> same_load;
-    for (const lg::ModeResult& result : *results) {
-      if (result.load == first.load) same_load.push_back(result);
-    }
-    fmt::print("\n== comparison{}{} ==\n", first.load.empty() ? "" : " ", first.load);
+  for (const std::vector<lg::ModeResult>& same_load : lg::GroupByLoad(*results)) {
+    const std::string& load = same_load.front().load;
+    fmt::print("\n== comparison{}{} ==\n", load.empty() ? "" : " ", load);
     PrintComparison(same_load);
   }
   fmt::print("results: {}\n", options.out_dir.string());

@@ -78,6 +78,8 @@ absl::StatusOr<std::vector<ModeResult>> RunMode(const ExperimentOptions& options
   auto stub = pb::Muxserve::NewStub(Connect(daemon->address()));
   ASSIGN_OR_RETURN(const std::vector<ServedModel> served, ListServingModels(*stub));
 
+  std::set<std::string> names;
+  for (const ServedModel& model : served) names.insert(model.name);
   const size_t num_loads = std::max<size_t>(1, options.loads.size());
   std::vector<ModeResult> results;
   for (size_t i = 0; i < num_loads; ++i) {
@@ -94,25 +96,20 @@ absl::StatusOr<std::vector<ModeResult>> RunMode(const ExperimentOptions& options
       Tell(options, absl::StrCat(named, ": ", workloads->back().requests.size(),
                                  " requests over ", workloads->back().rates.size(),
                                  " models written to ", stream.string()));
-    } else {
-      std::set<std::string> names;
-      for (const ServedModel& model : served) names.insert(model.name);
-      for (const auto& [model, rate] : (*workloads)[i].rates) {
-        if (!names.contains(model)) {
-          return absl::FailedPreconditionError(
-              absl::StrCat(mode, ": model '", model, "' is not served in this mode"));
-        }
+    }
+    const PreparedWorkload& workload = (*workloads)[i];
+    for (const auto& [model, rate] : workload.rates) {
+      if (!names.contains(model)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(mode, ": model '", model, "' is not served in this mode"));
       }
     }
     if (first && i == 0) {
-      ASSIGN_OR_RETURN(
-          *base, ObtainBaseLatencies(*stub, options.bench.slo_base, (*workloads)[0].rates, served,
-                                     options.bench.probe, [&](const std::string& model) {
-                                       Tell(options, absl::StrCat(mode,
-                                                                  ": measuring the base "
-                                                                  "latency of ",
-                                                                  model));
-                                     }));
+      auto on_model = [&](const std::string& model) {
+        Tell(options, absl::StrCat(mode, ": measuring the base latency of ", model));
+      };
+      ASSIGN_OR_RETURN(*base, ObtainBaseLatencies(*stub, options.bench.slo_base, workload.rates,
+                                                  served, options.bench.probe, on_model));
       RETURN_IF_ERROR(WriteJsonFile(options.out_dir / "slo_base.json", ToJson(*base)));
     }
     ModeResult result;
@@ -124,11 +121,10 @@ absl::StatusOr<std::vector<ModeResult>> RunMode(const ExperimentOptions& options
       return absl::PermissionDeniedError(
           absl::StrCat("cannot create '", result.dir.string(), "': ", error.message()));
     }
-    Tell(options, absl::StrCat(named, ": replaying ", (*workloads)[i].requests.size(),
-                               " requests"));
+    Tell(options, absl::StrCat(named, ": replaying ", workload.requests.size(), " requests"));
     BenchOptions bench = options.bench;
     bench.address = daemon->address();
-    ASSIGN_OR_RETURN(BenchResult run, RunPrepared(*stub, (*workloads)[i], *base, bench));
+    ASSIGN_OR_RETURN(BenchResult run, RunPrepared(*stub, workload, *base, bench));
     RETURN_IF_ERROR(WriteBenchOutputs(result.dir, run, bench));
     result.summary = std::move(run.summary);
     results.push_back(std::move(result));
@@ -239,25 +235,32 @@ absl::StatusOr<std::vector<ModeResult>> RunExperiment(const ExperimentOptions& o
   return results;
 }
 
-nlohmann::json ComparisonJson(const std::vector<ModeResult>& results) {
-  auto entry = [](const ModeResult& result) {
-    return nlohmann::json{
-        {"mode", result.mode}, {"dir", result.dir.string()}, {"summary", ToJson(result.summary)}};
-  };
-  if (results.empty() || results.front().load.empty()) {
-    nlohmann::json modes = nlohmann::json::array();
-    for (const ModeResult& result : results) modes.push_back(entry(result));
-    return {{"modes", modes}};
-  }
-  // By load, in the order the first mode ran them.
-  nlohmann::json loads = nlohmann::json::array();
+std::vector<std::vector<ModeResult>> GroupByLoad(const std::vector<ModeResult>& results) {
+  std::vector<std::vector<ModeResult>> groups;
   for (const ModeResult& first : results) {
-    if (first.mode != results.front().mode) break;
-    nlohmann::json modes = nlohmann::json::array();
+    if (first.mode != results.front().mode) break;  // the first mode ran every load, in order
+    std::vector<ModeResult>& group = groups.emplace_back();
     for (const ModeResult& result : results) {
-      if (result.load == first.load) modes.push_back(entry(result));
+      if (result.load == first.load) group.push_back(result);
     }
-    loads.push_back({{"load", first.load}, {"modes", modes}});
+  }
+  return groups;
+}
+
+nlohmann::json ComparisonJson(const std::vector<ModeResult>& results) {
+  auto modes_json = [](const std::vector<ModeResult>& group) {
+    nlohmann::json modes = nlohmann::json::array();
+    for (const ModeResult& result : group) {
+      modes.push_back({{"mode", result.mode},
+                       {"dir", result.dir.string()},
+                       {"summary", ToJson(result.summary)}});
+    }
+    return modes;
+  };
+  if (results.empty() || results.front().load.empty()) return {{"modes", modes_json(results)}};
+  nlohmann::json loads = nlohmann::json::array();
+  for (const std::vector<ModeResult>& group : GroupByLoad(results)) {
+    loads.push_back({{"load", group.front().load}, {"modes", modes_json(group)}});
   }
   return {{"loads", loads}};
 }

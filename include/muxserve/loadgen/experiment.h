@@ -68,6 +68,10 @@ struct ModeResult {
 // Results by mode, then by load in the order given.
 absl::StatusOr<std::vector<ModeResult>> RunExperiment(const ExperimentOptions& options);
 
+// The results of each load, its modes in the order they ran; loads in the order the first mode
+// ran them (a single stream is one group).
+std::vector<std::vector<ModeResult>> GroupByLoad(const std::vector<ModeResult>& results);
+
 // {"modes": [{"mode": m, "summary": {...}}, ...]}, written as DIR/comparison.json; with load
 // points {"loads": [{"load": label, "modes": [...]}, ...]}.
 nlohmann::json ComparisonJson(const std::vector<ModeResult>& results);
