@@ -14,8 +14,8 @@
 #
 # Environment: KV (the shared pool, default 48GiB), MODES (default muxserve,temporal,spatial),
 # SLO_BASE (a slo_base.json to reuse instead of measuring), DRAIN (seconds after the last send,
-# default 10), DECODE_PRIORITY (muxserve mode: true|false, default true, as the runs of
-# 2026-12-03 were made), SPATIAL_SPLIT
+# default 10), DECODE_PRIORITY (muxserve mode: none|uniform|by_rate, default by_rate; the first
+# runs of 2026-12-03 used uniform, then spelled true), SPATIAL_SPLIT
 # (memory|compute, default memory: one engine per model sized by its memory, as operators split a
 # shared GPU today).
 # Bundle here (see docs/benchmarks.md), then on the GPU machine from the repository root.
@@ -56,7 +56,7 @@ scheduler:
   mode: muxserve
   max_prefill_tokens: 2048
   max_batch_size: 256
-  decode_priority: ${DECODE_PRIORITY:-true}
+  decode_priority: ${DECODE_PRIORITY:-by_rate}
   spatial_split: ${SPATIAL_SPLIT:-memory}
 models:
   - name: llama-1b         # Llama-3.2-1B: GQA, head size 64, tied embeddings

@@ -61,6 +61,8 @@ constexpr std::string_view kChatTemplates[] = {"", "chatml", "llama3", "llama2",
 constexpr std::string_view kBackends[] = {"auto", "cpu", "cuda"};
 constexpr std::string_view kSchedulerModes[] = {"muxserve", "temporal", "spatial"};
 constexpr std::string_view kSpatialSplits[] = {"memory", "compute"};
+// false and true: the spellings from before by_rate (none and uniform), still in configs.
+constexpr std::string_view kDecodePriorities[] = {"none", "uniform", "by_rate", "false", "true"};
 constexpr std::string_view kPartitionBackends[] = {"auto", "none", "green", "mps"};
 
 // The synthetic tokenizer (model/synthetic.h) ends with <|endoftext|> (256), <|im_start|> (257)
@@ -571,7 +573,7 @@ class Parser {
     RETURN_IF_ERROR(GetInt(map, "max_batch_size", &scheduler->max_batch_size));
     RETURN_IF_ERROR(
         Require(scheduler->max_batch_size >= 1, map, "max_batch_size", "must be >= 1"));
-    RETURN_IF_ERROR(GetBool(map, "decode_priority", &scheduler->decode_priority));
+    RETURN_IF_ERROR(ParseDecodePriority(map, &scheduler->decode_priority));
     std::string split(SpatialSplitName(scheduler->spatial_split));
     RETURN_IF_ERROR(GetChoice(map, "spatial_split", kSpatialSplits, &split));
     scheduler->spatial_split =
@@ -582,6 +584,15 @@ class Parser {
                    "decode_sm_share",
                    absl::StrCat("must be between 0 and 1 (exclusive), got ",
                                 scheduler->decode_sm_share));
+  }
+
+  absl::Status ParseDecodePriority(const MapView& map, DecodePriority* priority) const {
+    std::string name(DecodePriorityName(*priority));
+    RETURN_IF_ERROR(GetChoice(map, "decode_priority", kDecodePriorities, &name));
+    *priority = name == "by_rate"                      ? DecodePriority::kByRate
+                : name == "uniform" || name == "true" ? DecodePriority::kUniform
+                                                       : DecodePriority::kNone;
+    return absl::OkStatus();
   }
 
   absl::Status ParseModels(const MapView& top, std::vector<ModelConfig>* models) const {
@@ -954,6 +965,18 @@ std::string_view SpatialSplitName(SpatialSplit split) {
       return "memory";
     case SpatialSplit::kCompute:
       return "compute";
+  }
+  return "unknown";
+}
+
+std::string_view DecodePriorityName(DecodePriority priority) {
+  switch (priority) {
+    case DecodePriority::kNone:
+      return "none";
+    case DecodePriority::kUniform:
+      return "uniform";
+    case DecodePriority::kByRate:
+      return "by_rate";
   }
   return "unknown";
 }

@@ -412,16 +412,15 @@ class CudaOpsImpl final : public CudaOps {
 
   // Made with the partition's context current, so every handle belongs to it.
   absl::Status MakeLane(Lane* lane) {
-    const runtime::StreamPriority priority =
-        options_.high_priority ? runtime::StreamPriority::kHigh : runtime::StreamPriority::kNormal;
     if (lane->partition != nullptr) {
-      ASSIGN_OR_RETURN(lane->stream, lane->partition->CreateStream(priority));
+      ASSIGN_OR_RETURN(lane->stream, lane->partition->CreateStream(options_.stream_priority));
     } else {
       int least = 0;
       int greatest = 0;
       CUDA_RETURN_IF_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-      CUDA_RETURN_IF_ERROR(cudaStreamCreateWithPriority(
-          &lane->stream, cudaStreamNonBlocking, options_.high_priority ? greatest : 0));
+      CUDA_RETURN_IF_ERROR(
+          cudaStreamCreateWithPriority(&lane->stream, cudaStreamNonBlocking,
+                                       options_.stream_priority.CudaValue(least, greatest)));
     }
     CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&lane->metadata_copied, cudaEventDisableTiming));
     CUDA_RETURN_IF_ERROR(cublasCreate(&lane->cublas));

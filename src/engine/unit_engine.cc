@@ -183,6 +183,12 @@ class UnitEngine::Impl {
   absl::StatusOr<std::unique_ptr<Lane>> MakeLane(const LlmSetup& setup, JobPhase phase,
                                                  const model::Weights* weights,
                                                  const Lane* share_with);
+#if MUXSERVE_WITH_CUDA
+  // muxserve mode: decode streams raised over prefill ones (scheduler.decode_priority), so that
+  // a decode step's small kernels go ahead of a prefill's waiting blocks, and by_rate the
+  // popular LLMs' ahead of the others'.
+  runtime::StreamPriority LaneStreamPriority(const std::string& model, JobPhase phase) const;
+#endif
   // The partition of `rank`'s GPU with the id of rank 0's `partition`.
   const runtime::SmPartition* RankPartition(const runtime::SmPartition* partition,
                                             int rank) const;
@@ -290,13 +296,10 @@ absl::StatusOr<std::unique_ptr<Lane>> UnitEngine::Impl::MakeLane(const LlmSetup&
     slot->ops = rank_ops_[rank].get();
 #if MUXSERVE_WITH_CUDA
     if (options_.backend == config::Backend::kCuda) {
-      // muxserve mode: a decode step's small kernels go ahead of a prefill's waiting blocks.
-      const bool high_priority = !prefill && sched.decode_priority &&
-                                 sched.mode == config::SchedulerMode::kMuxserve;
       ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda,
                        MakeCudaOps({.device = options_.devices[rank],
                                     .kernels = {},
-                                    .high_priority = high_priority}));
+                                    .stream_priority = LaneStreamPriority(setup.name, phase)}));
       slot->cuda = cuda.get();
       slot->ops = cuda.get();
       slot->own_ops = std::move(cuda);
@@ -324,6 +327,30 @@ absl::StatusOr<std::unique_ptr<Lane>> UnitEngine::Impl::MakeLane(const LlmSetup&
   }
   return lane;
 }
+
+#if MUXSERVE_WITH_CUDA
+runtime::StreamPriority UnitEngine::Impl::LaneStreamPriority(const std::string& model,
+                                                             JobPhase phase) const {
+  const config::SchedulerConfig& sched = options_.scheduler;
+  if (phase == JobPhase::kPrefill || sched.mode != config::SchedulerMode::kMuxserve) {
+    return runtime::StreamPriority::Normal();
+  }
+  switch (sched.decode_priority) {
+    case config::DecodePriority::kNone:
+      return runtime::StreamPriority::Normal();
+    case config::DecodePriority::kUniform:
+      return runtime::StreamPriority::Raised(0);
+    case config::DecodePriority::kByRate:
+      break;
+  }
+  int unranked = 0;
+  for (const auto& [name, rank] : options_.rate_ranks) {
+    if (name == model) return runtime::StreamPriority::Raised(rank);
+    unranked = std::max(unranked, rank + 1);
+  }
+  return runtime::StreamPriority::Raised(unranked);
+}
+#endif
 
 const runtime::SmPartition* UnitEngine::Impl::RankPartition(
     const runtime::SmPartition* partition, [[maybe_unused]] int rank) const {

@@ -142,14 +142,10 @@ class Partition final : public SmPartition {
     // caller's thread keeps its own.
     CUDA_RETURN_IF_ERROR(core_->cuCtxPushCurrent(context_));
     CUstream stream = nullptr;
-    absl::Status created = absl::OkStatus();
     int least = 0;
     int greatest = 0;
-    if (priority == StreamPriority::kHigh) {
-      created = CUDA_STATUS(core_->cuCtxGetStreamPriorityRange(&least, &greatest));
-    }
-    // Lower numbers run first; kNormal is the default priority, 0.
-    const int value = priority == StreamPriority::kHigh ? greatest : 0;
+    absl::Status created = CUDA_STATUS(core_->cuCtxGetStreamPriorityRange(&least, &greatest));
+    const int value = priority.CudaValue(least, greatest);
     if (created.ok() && green_ != nullptr) {
       created = CUDA_STATUS(
           green_driver_->cuGreenCtxStreamCreate(&stream, green_, CU_STREAM_NON_BLOCKING, value));

@@ -108,11 +108,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const config::Config& conf
   ServingLayout layout = ResolveServingLayout(config, plan ? &*plan : nullptr);
   for (UnitSetup& unit : layout.units) {
     unit.options.backend = daemon->backend_;
+    std::vector<config::ModelConfig> models;
+    for (const config::ModelConfig& model : config.models) {
+      if (absl::c_linear_search(unit.models, model.name)) models.push_back(model);
+    }
+    unit.options.rate_ranks = RateRanks(models);
     if (config.scheduler.mode == config::SchedulerMode::kSpatial) {
-      std::vector<config::ModelConfig> models;
-      for (const config::ModelConfig& model : config.models) {
-        if (absl::c_linear_search(unit.models, model.name)) models.push_back(model);
-      }
       ASSIGN_OR_RETURN(unit.options.spatial_sm_shares,
                        SpatialSmShares(models, config.scheduler.spatial_split,
                                        config.kv_cache.memory_bytes));

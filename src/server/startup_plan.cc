@@ -1,9 +1,11 @@
 #include "muxserve/server/startup_plan.h"
 
 #include <algorithm>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -79,6 +81,20 @@ absl::StatusOr<std::vector<std::pair<std::string, double>>> SpatialSmShares(
     shares.emplace_back(models[i].name, share);
   }
   return shares;
+}
+
+std::vector<std::pair<std::string, int>> RateRanks(const std::vector<config::ModelConfig>& models) {
+  std::vector<double> distinct_rates;
+  for (const config::ModelConfig& model : models) distinct_rates.push_back(model.rate);
+  absl::c_sort(distinct_rates, std::greater<>());
+  distinct_rates.erase(std::unique(distinct_rates.begin(), distinct_rates.end()),
+                       distinct_rates.end());
+  std::vector<std::pair<std::string, int>> ranks;
+  for (const config::ModelConfig& model : models) {
+    const auto at = absl::c_find(distinct_rates, model.rate);
+    ranks.emplace_back(model.name, static_cast<int>(at - distinct_rates.begin()));
+  }
+  return ranks;
 }
 
 std::optional<planner::ConfigPlan> PlanAtStartup(const config::Config& config) {

@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -76,7 +77,7 @@ TEST_F(ConfigTest, FullFile) {
                                                    "  mode: temporal",
                                                    "  max_prefill_tokens: 512",
                                                    "  max_batch_size: 32",
-                                                   "  decode_priority: true",
+                                                   "  decode_priority: by_rate",
                                                    "  spatial_split: compute",
                                                    "models:",
                                                    "  - name: llama-3.2-1b",
@@ -116,7 +117,7 @@ TEST_F(ConfigTest, FullFile) {
   EXPECT_EQ(config->scheduler.mode, SchedulerMode::kTemporal);
   EXPECT_EQ(config->scheduler.max_prefill_tokens, 512);
   EXPECT_EQ(config->scheduler.max_batch_size, 32);
-  EXPECT_TRUE(config->scheduler.decode_priority);
+  EXPECT_EQ(config->scheduler.decode_priority, DecodePriority::kByRate);
   EXPECT_EQ(config->scheduler.spatial_split, SpatialSplit::kCompute);
 
   ASSERT_EQ(config->models.size(), 2u);
@@ -178,7 +179,7 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(config->kv_cache.memory_bytes, defaults.kv_cache.memory_bytes);
   EXPECT_EQ(config->kv_cache.block_bytes, defaults.kv_cache.block_bytes);
   EXPECT_EQ(config->scheduler.mode, SchedulerMode::kMuxserve);
-  EXPECT_FALSE(config->scheduler.decode_priority);
+  EXPECT_EQ(config->scheduler.decode_priority, DecodePriority::kByRate);
   EXPECT_EQ(config->scheduler.spatial_split, SpatialSplit::kMemory);
 
   ASSERT_EQ(config->models.size(), 1u);
@@ -214,6 +215,21 @@ TEST_F(ConfigTest, SyntheticWeightsFileOrDevice) {
   ASSERT_TRUE(config->models[1].synthetic.has_value());
   EXPECT_TRUE(config->models[1].synthetic->device_weights);
   EXPECT_EQ(config->models[1].synthetic->seed, 7u);
+}
+
+// Configs written before by_rate said true and false; they keep their meaning.
+TEST_F(ConfigTest, DecodePriorityTakesItsEarlierBooleanSpellings) {
+  for (const auto& [value, expected] :
+       {std::pair{"none", DecodePriority::kNone}, std::pair{"false", DecodePriority::kNone},
+        std::pair{"uniform", DecodePriority::kUniform}, std::pair{"true", DecodePriority::kUniform},
+        std::pair{"by_rate", DecodePriority::kByRate}}) {
+    absl::StatusOr<Config> config = ParseConfig(
+        Lines({"scheduler:", absl::StrCat("  decode_priority: ", value), "models:", "  - name: m",
+               "    synthetic: {layers: 1, hidden: 64, heads: 2, intermediate: 128}"}),
+        (dir_ / "muxserve.yaml").string());
+    ASSERT_TRUE(config.ok()) << value << ": " << config.status();
+    EXPECT_EQ(config->scheduler.decode_priority, expected) << value;
+  }
 }
 
 TEST_F(ConfigTest, PathsResolveAgainstTheConfigFolder) {
@@ -555,9 +571,10 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"SpatialSplitUnknown",
                   Lines({"scheduler:", "  spatial_split: rate", "models:", kModel, kShape}), 2,
                   "scheduler.spatial_split", "memory"},
-        ErrorCase{"DecodePriorityNotABool",
+        ErrorCase{"DecodePriorityUnknown",
                   Lines({"scheduler:", "  decode_priority: 3", "models:", kModel, kShape}), 2,
-                  "scheduler.decode_priority", "expected"},
+                  "scheduler.decode_priority",
+                  "unknown value '3' (one of 'none', 'uniform', 'by_rate'"},
         ErrorCase{"IntegerExpected",
                   Lines({"scheduler:", "  max_batch_size: 1.5", "models:", kModel, kShape}), 2,
                   "scheduler.max_batch_size", "expected an integer, got '1.5'"},

@@ -71,6 +71,12 @@ ModeRun Serve(config::SchedulerMode mode, const std::vector<TestModel>& models,
   // Exclusive partitions, so that each job's partition shows in its report.
   options.partitions = config::PartitionBackend::kGreen;
   for (const TestModel& m : models) options.spatial_sm_shares.emplace_back(m.name, 0.5);
+  // muxserve mode with decode streams ranked by rate: the priorities change the order of blocks,
+  // never the outputs.
+  options.scheduler.decode_priority = config::DecodePriority::kByRate;
+  for (size_t i = 0; i < models.size(); ++i) {
+    options.rate_ranks.emplace_back(models[i].name, static_cast<int>(i));
+  }
   auto engine = UnitEngine::Create(options, &recorder);
   EXPECT_TRUE(engine.ok()) << engine.status();
   if (!engine.ok()) return run;

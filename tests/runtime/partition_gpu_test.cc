@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -46,7 +47,7 @@ std::set<int> SmsUsedBy(const SmPartition& partition, int device_sm_count) {
   EXPECT_EQ(cudaSetDevice(kDevice), cudaSuccess);
   EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&sm_ids), blocks * sizeof(int)), cudaSuccess);
   EXPECT_TRUE(partition.Enter().ok());
-  absl::StatusOr<cudaStream_t> stream = partition.CreateStream(StreamPriority::kNormal);
+  absl::StatusOr<cudaStream_t> stream = partition.CreateStream(StreamPriority::Normal());
   EXPECT_TRUE(stream.ok()) << stream.status();
   if (!stream.ok()) return {};
   EXPECT_EQ(test_kernels::LaunchRecordSmIds(sm_ids, blocks, /*spin_ns=*/20'000, *stream), cudaSuccess);
@@ -68,26 +69,32 @@ bool Disjoint(const std::set<int>& a, const std::set<int>& b) {
   return std::none_of(a.begin(), a.end(), [&](int sm) { return b.contains(sm); });
 }
 
-// A high-priority stream gets the device's greatest priority on every backend, a normal one the
-// default; both run work.
-TEST_F(PartitionGpuTest, HighPriorityStreamsGetTheGreatestPriority) {
+// Raised(0) gets the device's greatest priority on every backend, Raised(k) the k-th level
+// below it while that stays above the default, Normal the default; all of them run work.
+TEST_F(PartitionGpuTest, RaisedStreamsGetTheirRankedPriority) {
   SKIP_WITHOUT_DEVICE();
   int least = 0;
   int greatest = 0;
   ASSERT_EQ(cudaDeviceGetStreamPriorityRange(&least, &greatest), cudaSuccess);
   ASSERT_LT(greatest, least) << "the device has no stream priorities";
+  const std::pair<StreamPriority, int> expected[] = {
+      {StreamPriority::Normal(), 0},
+      {StreamPriority::Raised(0), greatest},
+      {StreamPriority::Raised(1), std::min(greatest + 1, least - 1)},
+      {StreamPriority::Raised(99), least - 1},
+  };
   for (PartitionBackend backend : {PartitionBackend::kNone, PartitionBackend::kGreen}) {
     absl::StatusOr<std::unique_ptr<PartitionSet>> set =
         PartitionSet::Create(backend, kDevice, {{0}, {64, 0}});
     ASSERT_TRUE(set.ok()) << set.status();
     for (int i = 0; i < (*set)->size(); ++i) {
       const SmPartition& partition = *(*set)->partition(i);
-      for (StreamPriority priority : {StreamPriority::kNormal, StreamPriority::kHigh}) {
+      for (const auto& [priority, value_wanted] : expected) {
         absl::StatusOr<cudaStream_t> stream = partition.CreateStream(priority);
         ASSERT_TRUE(stream.ok()) << stream.status();
         int value = 1;
         EXPECT_EQ(cudaStreamGetPriority(*stream, &value), cudaSuccess);
-        EXPECT_EQ(value, priority == StreamPriority::kHigh ? greatest : 0) << partition.label();
+        EXPECT_EQ(value, value_wanted) << partition.label() << " rank " << priority.raised_rank;
         EXPECT_EQ(test_kernels::LaunchSpin(1, 1000, *stream), cudaSuccess);
         EXPECT_EQ(cudaStreamSynchronize(*stream), cudaSuccess);
         EXPECT_EQ(cudaStreamDestroy(*stream), cudaSuccess);
@@ -161,8 +168,8 @@ TEST_F(PartitionGpuTest, DisjointGreenPartitionsRunConcurrently) {
   ASSERT_TRUE(set.ok()) << set.status();
   const SmPartition& first = *(*set)->split(0)[0];
   const SmPartition& second = *(*set)->split(0)[1];
-  absl::StatusOr<cudaStream_t> first_stream = first.CreateStream(StreamPriority::kNormal);
-  absl::StatusOr<cudaStream_t> second_stream = second.CreateStream(StreamPriority::kNormal);
+  absl::StatusOr<cudaStream_t> first_stream = first.CreateStream(StreamPriority::Normal());
+  absl::StatusOr<cudaStream_t> second_stream = second.CreateStream(StreamPriority::Normal());
   ASSERT_TRUE(first_stream.ok()) << first_stream.status();
   ASSERT_TRUE(second_stream.ok()) << second_stream.status();
 

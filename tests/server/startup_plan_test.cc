@@ -8,6 +8,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
@@ -165,6 +167,19 @@ models:
       SpatialSmShares(config.models, config::SpatialSplit::kMemory, int64_t{1} << 30);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(refused.status().message(), HasSubstr("models[].sm_share: the shares add up to 1.05"));
+}
+
+TEST(RateRanksTest, MostRequestedFirstAndEqualRatesShareARank) {
+  const config::Config config = Parse(R"(
+models:
+  - {name: quiet, synthetic: {layers: 2, hidden: 256, heads: 4, intermediate: 512}, rate: 0.5}
+  - {name: popular, synthetic: {layers: 2, hidden: 256, heads: 4, intermediate: 512}, rate: 9}
+  - {name: middle_a, synthetic: {layers: 2, hidden: 256, heads: 4, intermediate: 512}, rate: 3}
+  - {name: middle_b, synthetic: {layers: 2, hidden: 256, heads: 4, intermediate: 512}, rate: 3}
+)");
+  EXPECT_EQ(RateRanks(config.models), (std::vector<std::pair<std::string, int>>{
+                                          {"quiet", 2}, {"popular", 0}, {"middle_a", 1},
+                                          {"middle_b", 1}}));
 }
 
 TEST(StartupPlanTest, ConfigKnowsWhetherDecodeShareWasSet) {

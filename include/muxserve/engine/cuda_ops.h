@@ -43,9 +43,9 @@ struct CudaKernelChoices {
 struct CudaOpsOptions {
   int device = 0;  // CUDA runtime ordinal
   CudaKernelChoices kernels;
-  // Streams at the device's highest priority: where this instance's steps share SMs with other
-  // work, the block scheduler places their blocks first (decode jobs beside a prefill).
-  bool high_priority = false;
+  // Of every stream: where this instance's steps share SMs with other work, the block scheduler
+  // places the blocks of raised streams first (decode jobs beside a prefill, popular ones first).
+  runtime::StreamPriority stream_priority = runtime::StreamPriority::Normal();
 };
 
 class CudaOps : public Ops {

@@ -40,6 +40,9 @@ struct UnitOptions {
   // Spatial mode: each LLM's share of the SMs by name; LLMs not named split what is left in
   // proportion to their rate.
   std::vector<std::pair<std::string, double>> spatial_sm_shares{};
+  // scheduler.decode_priority by_rate: each LLM's rank by expected rate (0: the most requested),
+  // by name; LLMs not named rank below all named ones.
+  std::vector<std::pair<std::string, int>> rate_ranks{};
   int64_t max_queued_requests = 1024;  // per LLM
   Clock* clock = Clock::Real();
 };

@@ -39,7 +39,21 @@ inline int RoundSms(double sms) {
   return std::max(kSmStep, static_cast<int>(std::lround(sms / kSmStep)) * kSmStep);
 }
 
-enum class StreamPriority { kNormal, kHigh };
+// Where a stream's blocks stand in the block scheduler's order when streams share SMs (CUDA:
+// lower values run first). Normal is the default priority; Raised(k) is k levels below the
+// device's greatest, kept above the default while the device has levels (H100/H200: greatest -5,
+// default 0, so Raised(0..4) are distinct and Raised(5 and more) equal Raised(4)).
+struct StreamPriority {
+  static constexpr StreamPriority Normal() { return {}; }
+  static constexpr StreamPriority Raised(int rank) { return {.raised_rank = std::max(rank, 0)}; }
+  // The value for a context whose priorities range from `greatest` to `least` (greatest <= least).
+  int CudaValue(int least, int greatest) const {
+    if (raised_rank < 0) return 0;
+    return std::min(greatest + raised_rank, std::max(greatest, least - 1));
+  }
+  bool operator==(const StreamPriority&) const = default;
+  int raised_rank = -1;  // -1: normal
+};
 
 class SmPartition {
  public:
@@ -54,8 +68,7 @@ class SmPartition {
   // streams made after this belong to it.
   [[nodiscard]] virtual absl::Status Enter() const = 0;
   // A new non-blocking stream whose kernels run on this partition's SMs; the caller destroys it
-  // with cudaStreamDestroy. kHigh: the device's highest stream priority, so that where jobs
-  // share SMs the block scheduler places this stream's blocks first.
+  // with cudaStreamDestroy, at `priority`.
   virtual absl::StatusOr<cudaStream_t> CreateStream(StreamPriority priority) const = 0;
 };
 

@@ -39,6 +39,10 @@ absl::StatusOr<std::vector<std::pair<std::string, double>>> SpatialSmShares(
     const std::vector<config::ModelConfig>& models, config::SpatialSplit split,
     int64_t kv_memory_bytes);
 
+// decode_priority: by_rate: each model's rank by expected rate, 0 for the most requested; equal
+// rates share a rank, and the next rate down takes the next rank.
+std::vector<std::pair<std::string, int>> RateRanks(const std::vector<config::ModelConfig>& models);
+
 // One unit the daemon serves: its engine's options and its models, by name.
 struct UnitSetup {
   engine::UnitOptions options;
