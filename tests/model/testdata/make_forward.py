@@ -23,20 +23,25 @@ import tempfile
 import torch
 from transformers import AutoModelForCausalLM
 
+# Head size 64 in every model: the CUDA backend's attention takes 64, 128 and 256, and the same
+# fixtures serve the CPU and the CUDA parity tests. The seeds are those of 11-40 whose greedy runs
+# have the widest top-2 margins over their first 32 steps (0.12 and 0.22 with logits of about 50;
+# most seeds have a near-tie below 0.05): the CUDA test asks bf16 for HF's fp32 greedy tokens,
+# and a closer tie would be decided by rounding rather than by the model.
 MODELS = {
     # Llama 2 shape: multi-head attention, rope theta 10000.
-    "llama2_mha": (["--layers", "2", "--hidden", "128", "--heads", "4", "--kv-heads", "4",
-                    "--intermediate", "344", "--rms-norm-eps", "1e-5"], 11),
+    "llama2_mha": (["--layers", "2", "--hidden", "256", "--heads", "4", "--kv-heads", "4",
+                    "--intermediate", "688", "--rms-norm-eps", "1e-5"], 30),
     # Llama 3 shape: grouped-query attention, theta 500000, llama3 rope scaling whose original
     # context (64) is short enough that the prompts reach its scaled and blended frequencies.
-    "llama3_gqa": (["--layers", "3", "--hidden", "128", "--heads", "8", "--kv-heads", "2",
-                    "--intermediate", "256", "--rope-theta", "500000", "--rope-scaling", "llama3",
+    "llama3_gqa": (["--layers", "3", "--hidden", "512", "--heads", "8", "--kv-heads", "2",
+                    "--intermediate", "512", "--rope-theta", "500000", "--rope-scaling", "llama3",
                     "--rope-factor", "8", "--rope-low-freq-factor", "1",
                     "--rope-high-freq-factor", "4", "--rope-original-max-position", "64",
-                    "--rms-norm-eps", "1e-5"], 12),
+                    "--rms-norm-eps", "1e-5"], 30),
     # Qwen2 shape: qkv biases, tied embeddings, theta 1e6.
-    "qwen2_bias_tied": (["--model-type", "qwen2", "--layers", "2", "--hidden", "96", "--heads",
-                         "6", "--kv-heads", "2", "--intermediate", "256", "--rope-theta",
+    "qwen2_bias_tied": (["--model-type", "qwen2", "--layers", "2", "--hidden", "384", "--heads",
+                         "6", "--kv-heads", "2", "--intermediate", "512", "--rope-theta",
                          "1000000", "--rms-norm-eps", "1e-6", "--tie-embeddings"], 13),
 }
 PROMPTS = [
