@@ -51,7 +51,9 @@ class CudaOpsFixture : public ::testing::Test {
   Buffer Upload(const std::vector<float>& values) {
     const model::TensorInfo info{
         .dtype = DType::kFloat32,
-        .shape = {static_cast<int64_t>(values.size())},
+        // One row: LoadWeight converts a row in chunks of a million elements (a vector would be a
+        // column of one-element rows, each its own copy).
+        .shape = {1, static_cast<int64_t>(values.size())},
         .data = std::as_bytes(std::span<const float>(values.data(), values.size()))};
     const WeightSlice parts[] = {{.tensor = &info}};
     auto buffer = ops_->LoadWeight(parts);
