@@ -1,10 +1,10 @@
-// Decode and prefill steps of a Llama-2-7B-shaped model (random bf16 weights made on the GPU) on
-// the CUDA backend, each next to its floor measured in the same run: bytes a step must move over
-// the device-to-device copy bandwidth, or FLOPs over the cuBLAS bf16 GEMM rate (8192^3). Also
-// times the pieces (decode GEMMs, attention kernels) to show where a step's time goes.
-// Prints a table and writes JSON (card, date, command, floors, results).
+// Decode and prefill steps of a Llama-2-7B-shaped model (random bf16 or fp16 weights made on the
+// GPU) on the CUDA backend, each next to its floor measured in the same run: bytes a step must
+// move over the device-to-device copy bandwidth, or FLOPs over the cuBLAS GEMM rate (8192^3) in
+// the same dtype. Also times the pieces (decode GEMMs, attention kernels) to show where a step's
+// time goes. Prints a table and writes JSON (card, date, command, dtype, floors, results).
 //
-//   decode_bench [--out benchmarks/results/cuda_decode.json] [--reps 20]
+//   decode_bench [--out benchmarks/results/cuda_decode.json] [--reps 20] [--dtype bf16|fp16]
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -15,11 +15,13 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "benchmarks/bench_util.h"
 #include "absl/strings/str_cat.h"
+#include "benchmarks/bench_util.h"
+#include "kernels/element_type.h"
 #include "kernels/fill_random.cuh"
 #include "kernels/sampling.cuh"
 #include "muxserve/common/status.h"
@@ -46,6 +48,13 @@ using bench::Time;
 using bench::Timing;
 using bench::Today;
 
+// Fills `buffer` with seeded random values (mean 0) of the ops' dtype.
+cudaError_t FillRandom(const CudaOps& ops, const Buffer& buffer, uint64_t seed, float std) {
+  return kernels::WithElementType(ops.dtype(), [&]<typename T>(std::type_identity<T>) {
+    return kernels::FillRandomCuda(buffer.as<T>(), buffer.bytes / 2, seed, 0, std, ops.stream());
+  });
+}
+
 struct Floors {
   double copy_bytes_per_second = 0;
   double gemm_flops_per_second = 0;
@@ -58,8 +67,7 @@ absl::StatusOr<Floors> MeasureFloors(CudaOps& ops, int reps) {
     constexpr int64_t kBytes = int64_t{1} << 30;
     ASSIGN_OR_RETURN(Buffer src, ops.Allocate(kBytes));
     ASSIGN_OR_RETURN(Buffer dst, ops.Allocate(kBytes));
-    CUDA_RETURN_IF_ERROR(
-        kernels::FillRandomCuda(src.as<kernels::bf16>(), kBytes / 2, 1, 0, 1, stream));
+    CUDA_RETURN_IF_ERROR(FillRandom(ops, src, 1, 1));
     ASSIGN_OR_RETURN(Timing t, Time(stream, reps, [&] {
                        return CUDA_STATUS(cudaMemcpyAsync(dst.get(), src.get(), kBytes,
                                                           cudaMemcpyDeviceToDevice, stream));
@@ -71,8 +79,8 @@ absl::StatusOr<Floors> MeasureFloors(CudaOps& ops, int reps) {
     ASSIGN_OR_RETURN(Buffer a, ops.Allocate(kN * kN * 2));
     ASSIGN_OR_RETURN(Buffer b, ops.Allocate(kN * kN * 2));
     ASSIGN_OR_RETURN(Buffer c, ops.Allocate(kN * kN * 2));
-    CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(a.as<kernels::bf16>(), kN * kN, 2, 0, 1, stream));
-    CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(b.as<kernels::bf16>(), kN * kN, 3, 0, 1, stream));
+    CUDA_RETURN_IF_ERROR(FillRandom(ops, a, 2, 1));
+    CUDA_RETURN_IF_ERROR(FillRandom(ops, b, 3, 1));
     ASSIGN_OR_RETURN(Timing t, Time(stream, reps, [&] {
                        ops.Gemm(a.get(), b.get(), nullptr, kN, kN, kN, c.get());
                        return absl::OkStatus();
@@ -93,17 +101,20 @@ struct Row {
   nlohmann::ordered_json extra;
 };
 
-absl::Status Run(const std::string& out_path, int reps, const std::string& command) {
+absl::Status Run(const std::string& out_path, int reps, DType dtype, const std::string& command) {
   int device_count = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&device_count));
   cudaDeviceProp properties{};
   CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, 0));
   std::printf("device: %s, %d SMs\n", properties.name, properties.multiProcessorCount);
 
-  ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda, engine::MakeCudaOps({}));
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda,
+                   engine::MakeCudaOps({.dtype = dtype, .kernels = {}}));
+  const std::string dtype_name(DTypeName(dtype));
   ASSIGN_OR_RETURN(Floors floors, MeasureFloors(*cuda, reps));
-  std::printf("floors: copy %.3f TB/s (read + written), bf16 GEMM 8192^3 %.1f TFLOP/s\n",
-              floors.copy_bytes_per_second * 1e-12, floors.gemm_flops_per_second * 1e-12);
+  std::printf("floors: copy %.3f TB/s (read + written), %s GEMM 8192^3 %.1f TFLOP/s\n",
+              floors.copy_bytes_per_second * 1e-12, dtype_name.c_str(),
+              floors.gemm_flops_per_second * 1e-12);
 
   const model::ModelSpec spec = bench::LlamaShape(32, 4096, 32, 32, 11008, 32000);  // Llama-2-7B
   // Random weights drawn on the GPU, scaled as a trained model's (norms ~1, matrices
@@ -117,7 +128,8 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
   weights.reset();
   const double weight_bytes = static_cast<double>(model->weight_bytes());
   const double embedding_bytes = 2.0 * spec.vocab_size * spec.hidden_size;
-  std::printf("model: Llama-2-7B shape, %.2f GB of bf16 weights\n", weight_bytes * 1e-9);
+  std::printf("model: Llama-2-7B shape, %.2f GB of %s weights\n", weight_bytes * 1e-9,
+              dtype_name.c_str());
 
   // One pool for the largest case: 128 sequences of 513 tokens.
   const int64_t tokens_per_block = kBlockBytes / (2 * spec.head_dim * 2);
@@ -126,15 +138,14 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
       kMaxSeqs * ((kContext + 1 + tokens_per_block - 1) / tokens_per_block);
   const int64_t pool_bytes = token_blocks * per_token_block * kBlockBytes;
   ASSIGN_OR_RETURN(Buffer pool, cuda->Allocate(pool_bytes));
-  CUDA_RETURN_IF_ERROR(
-      kernels::FillRandomCuda(pool.as<kernels::bf16>(), pool_bytes / 2, 4, 0, 1, cuda->stream()));
+  CUDA_RETURN_IF_ERROR(FillRandom(*cuda, pool, 4, 1));
   const kernels::PagedKv kv{.pool = pool.get(),
                             .block_bytes = kBlockBytes,
                             .tokens_per_block = tokens_per_block,
                             .head_dim = spec.head_dim,
                             .num_layers = spec.num_layers,
                             .num_kv_heads = spec.num_kv_heads};
-  const double kv_bytes_per_token = static_cast<double>(spec.KvBytesPerToken(DType::kBFloat16));
+  const double kv_bytes_per_token = static_cast<double>(spec.KvBytesPerToken(dtype));
 
   std::vector<Row> rows;
   std::mt19937 rng(7);
@@ -221,8 +232,7 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
     ASSIGN_OR_RETURN(Buffer y, cuda->Allocate(kMaxSeqs * spec.vocab_size * 2));
     uint64_t seed = 50;
     for (const Buffer* b : {&w_qkv, &w_o, &w_gate_up, &w_down, &w_head, &x}) {
-      CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(b->as<kernels::bf16>(), b->bytes / 2, ++seed, 0,
-                                                   0.02f, cuda->stream()));
+      CUDA_RETURN_IF_ERROR(FillRandom(*cuda, *b, ++seed, 0.02f));
     }
     const double matrix_bytes =
         2.0 * (spec.num_layers * (qkv_width * h + h * spec.q_size() + 3 * inter * h) +
@@ -263,8 +273,7 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
     const int64_t qkv_width = spec.q_size() + 2 * spec.kv_size();
     ASSIGN_OR_RETURN(Buffer qkv, attention_ops->Allocate(kMaxStepTokens * qkv_width * 2));
     ASSIGN_OR_RETURN(Buffer out, attention_ops->Allocate(kMaxStepTokens * spec.q_size() * 2));
-    CUDA_RETURN_IF_ERROR(kernels::FillRandomCuda(qkv.as<kernels::bf16>(), qkv.bytes / 2, 9, 0, 1,
-                                                 attention_ops->stream()));
+    CUDA_RETURN_IF_ERROR(FillRandom(*attention_ops, qkv, 9, 1));
     struct Case {
       int seqs, new_tokens, cached;
     };
@@ -359,9 +368,10 @@ absl::Status Run(const std::string& out_path, int reps, const std::string& comma
       {"card", absl::StrCat(properties.name, ", ", properties.multiProcessorCount, " SMs")},
       {"date", Today()},
       {"command", command},
-      {"model",
-       "Llama-2-7B shape (32 layers, hidden 4096, 32 heads, MLP 11008, vocab 32000), "
-       "random bf16 weights"},
+      {"dtype", dtype_name},
+      {"model", absl::StrCat("Llama-2-7B shape (32 layers, hidden 4096, 32 heads, MLP 11008, "
+                             "vocab 32000), random ",
+                             dtype_name, " weights")},
       {"kv_block_bytes", kBlockBytes},
       {"copy_bandwidth_bytes_per_second", floors.copy_bytes_per_second},
       {"gemm_bf16_flops_per_second", floors.gemm_flops_per_second},
@@ -385,10 +395,17 @@ int main(int argc, char** argv) {
   int reps = 20;
   app.add_option("--out", out, "JSON report path");
   app.add_option("--reps", reps, "timed runs per case (after 3 warm-up runs)");
+  std::string dtype_name = "bf16";
+  app.add_option("--dtype", dtype_name, "weights, activations and KV: bf16 or fp16");
   CLI11_PARSE(app, argc, argv);
+  const absl::StatusOr<muxserve::DType> dtype = muxserve::ParseDType(dtype_name);
+  if (!dtype.ok()) {
+    std::fprintf(stderr, "decode_bench: --dtype: %s\n", dtype.status().ToString().c_str());
+    return 1;
+  }
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i > 0 ? " " : "") + std::string(argv[i]);
-  const absl::Status status = muxserve::Run(out, reps, command);
+  const absl::Status status = muxserve::Run(out, reps, *dtype, command);
   if (!status.ok()) {
     std::fprintf(stderr, "decode_bench: %s\n", status.ToString().c_str());
     return 1;

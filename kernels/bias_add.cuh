@@ -7,9 +7,10 @@
 
 namespace muxserve::kernels {
 
-// out[i, j] += bias[j].
-cudaError_t BiasAddCuda(bf16* out,         // [m, n]
-                        const bf16* bias,  // [n]
+// out[i, j] += bias[j], in float32 then rounded. T: bf16 or fp16.
+template <typename T>
+cudaError_t BiasAddCuda(T* out,         // [m, n]
+                        const T* bias,  // [n]
                         int64_t m, int64_t n, cudaStream_t stream);
 
 }  // namespace muxserve::kernels

@@ -1,48 +1,92 @@
-// Device helpers shared by the CUDA kernels: bf16 vectors of 16 bytes, warp reductions, and the
-// address of a K/V row in the head-wise pool (layout in kernels/paged_kv.h; pool dtype bf16).
+// Device helpers shared by the CUDA kernels: the 16-bit element types (bf16, fp16) and their
+// float conversions, vectors of 16 bytes, warp reductions, and the address of a K/V row in the
+// head-wise pool (layout in kernels/paged_kv.h; pool elements of the kernel's element type).
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/paged_kv.h"
 
 namespace muxserve::kernels {
 
 using bf16 = __nv_bfloat16;
+using fp16 = __half;
+
+// The element types of weights, activations and KV: every kernel that touches them is
+// instantiated for both, and accumulates in float32.
+template <typename T>
+inline constexpr bool kIsElement16 = std::is_same_v<T, bf16> || std::is_same_v<T, fp16>;
 
 #ifdef __CUDACC__
 
-// Eight bf16 values, moved as one 16-byte access.
-struct alignas(16) Bf16x8 {
+__device__ __forceinline__ float ToFloat(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float ToFloat(fp16 v) { return __half2float(v); }
+
+// Round to nearest even.
+template <typename T>
+__device__ __forceinline__ T FromFloat(float v) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    return __float2bfloat16(v);
+  } else {
+    return __float2half(v);
+  }
+}
+
+// Two elements in one 32-bit register: __nv_bfloat162 or __half2.
+template <typename T>
+using Pair = std::conditional_t<std::is_same_v<T, bf16>, __nv_bfloat162, __half2>;
+
+__device__ __forceinline__ float2 ToFloat2(__nv_bfloat162 v) { return __bfloat1622float2(v); }
+__device__ __forceinline__ float2 ToFloat2(__half2 v) { return __half22float2(v); }
+
+template <typename T>
+__device__ __forceinline__ Pair<T> FromFloat2(float low, float high) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    return __floats2bfloat162_rn(low, high);
+  } else {
+    return __floats2half2_rn(low, high);
+  }
+}
+
+// Eight elements, moved as one 16-byte access.
+template <typename T>
+struct alignas(16) Vec8 {
+  static_assert(kIsElement16<T>);
   uint4 raw;
 };
 
-__device__ __forceinline__ void ToFloat8(const Bf16x8& v, float out[8]) {
-  const auto* pairs = reinterpret_cast<const __nv_bfloat162*>(&v.raw);
+template <typename T>
+__device__ __forceinline__ void ToFloat8(const Vec8<T>& v, float out[8]) {
+  const auto* pairs = reinterpret_cast<const Pair<T>*>(&v.raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(pairs[i]);
+    const float2 f = ToFloat2(pairs[i]);
     out[2 * i] = f.x;
     out[2 * i + 1] = f.y;
   }
 }
 
-__device__ __forceinline__ Bf16x8 FromFloat8(const float in[8]) {
-  Bf16x8 v;
-  auto* pairs = reinterpret_cast<__nv_bfloat162*>(&v.raw);
+template <typename T>
+__device__ __forceinline__ Vec8<T> FromFloat8(const float in[8]) {
+  Vec8<T> v;
+  auto* pairs = reinterpret_cast<Pair<T>*>(&v.raw);
 #pragma unroll
-  for (int i = 0; i < 4; ++i) pairs[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
+  for (int i = 0; i < 4; ++i) pairs[i] = FromFloat2<T>(in[2 * i], in[2 * i + 1]);
   return v;
 }
 
-__device__ __forceinline__ Bf16x8 Load8(const bf16* p) {
-  return Bf16x8{*reinterpret_cast<const uint4*>(p)};
+template <typename T>
+__device__ __forceinline__ Vec8<T> Load8(const T* p) {
+  return Vec8<T>{*reinterpret_cast<const uint4*>(p)};
 }
 
-__device__ __forceinline__ void Store8(bf16* p, const Bf16x8& v) {
+template <typename T>
+__device__ __forceinline__ void Store8(T* p, const Vec8<T>& v) {
   *reinterpret_cast<uint4*>(p) = v.raw;
 }
 
@@ -77,13 +121,14 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch) {
 
 // First element of the K row (V when `value`) of `token` of a sequence for (layer, kv_head).
 // 32-bit division: token counts stay far below 2^31 and 64-bit division costs several times more.
-__device__ __forceinline__ bf16* KvRowBf16(const PagedKv& kv, const int32_t* table, int64_t layer,
-                                           int64_t kv_head, int token, bool value) {
+template <typename T>
+__device__ __forceinline__ T* KvRowAs(const PagedKv& kv, const int32_t* table, int64_t layer,
+                                      int64_t kv_head, int token, bool value) {
   const int tokens_per_block = static_cast<int>(kv.tokens_per_block);
   const int token_block = token / tokens_per_block;
   const int32_t block = table[(token_block * kv.num_layers + layer) * kv.num_kv_heads + kv_head];
   auto* base = static_cast<char*>(kv.pool) + static_cast<int64_t>(block) * kv.block_bytes;
-  return reinterpret_cast<bf16*>(base) +
+  return reinterpret_cast<T*>(base) +
          static_cast<int64_t>((value ? tokens_per_block : 0) + token % tokens_per_block) *
              kv.head_dim;
 }

@@ -1,4 +1,4 @@
-// Token embedding lookup on the GPU (bf16).
+// Token embedding lookup on the GPU (bf16 or fp16).
 #pragma once
 
 #include <cstdint>
@@ -7,11 +7,12 @@
 
 namespace muxserve::kernels {
 
-// out[i] = table[tokens[i]].
+// out[i] = table[tokens[i]]. T: bf16 or fp16.
+template <typename T>
 cudaError_t EmbeddingCuda(const int32_t* tokens,  // [n]
-                          const bf16* table,      // [vocab, hidden]
+                          const T* table,         // [vocab, hidden]
                           int64_t n, int64_t hidden,
-                          bf16* out,  // [n, hidden]
+                          T* out,  // [n, hidden]
                           cudaStream_t stream);
 
 }  // namespace muxserve::kernels

@@ -13,8 +13,9 @@ __device__ __forceinline__ uint64_t Mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    FillRandomKernel(bf16* out, int64_t rows, int64_t cols, uint64_t seed, float mean, float std,
+    FillRandomKernel(T* out, int64_t rows, int64_t cols, uint64_t seed, float mean, float std,
                      int64_t first_index, int64_t index_pitch) {
   const uint64_t key = Mix(seed);
   const int64_t count = rows * cols;
@@ -24,25 +25,34 @@ __global__ void __launch_bounds__(kThreads)
     const uint64_t bits = Mix(key ^ static_cast<uint64_t>(index));
     // 24 random bits -> uniform in [-1, 1) -> unit variance.
     const float uniform = static_cast<float>(bits >> 40) * (2.0f / 16777216.0f) - 1.0f;
-    out[i] = __float2bfloat16(mean + std * 1.7320508f * uniform);
+    out[i] = FromFloat<T>(mean + std * 1.7320508f * uniform);
   }
 }
 
 }  // namespace
 
-cudaError_t FillRandomSliceCuda(bf16* out, int64_t rows, int64_t cols, uint64_t seed, float mean,
+template <typename T>
+cudaError_t FillRandomSliceCuda(T* out, int64_t rows, int64_t cols, uint64_t seed, float mean,
                                 float std, int64_t first_index, int64_t index_pitch,
                                 cudaStream_t stream) {
   const int64_t count = rows * cols;
   if (count == 0) return cudaSuccess;
-  FillRandomKernel<<<BlocksFor(count, kThreads), kThreads, 0, stream>>>(
+  FillRandomKernel<T><<<BlocksFor(count, kThreads), kThreads, 0, stream>>>(
       out, rows, cols, seed, mean, std, first_index, index_pitch);
   return cudaGetLastError();
 }
 
-cudaError_t FillRandomCuda(bf16* out, int64_t count, uint64_t seed, float mean, float std,
+template <typename T>
+cudaError_t FillRandomCuda(T* out, int64_t count, uint64_t seed, float mean, float std,
                            cudaStream_t stream) {
   return FillRandomSliceCuda(out, 1, count, seed, mean, std, 0, count, stream);
 }
+
+template cudaError_t FillRandomSliceCuda(bf16*, int64_t, int64_t, uint64_t, float, float, int64_t,
+                                         int64_t, cudaStream_t);
+template cudaError_t FillRandomSliceCuda(fp16*, int64_t, int64_t, uint64_t, float, float, int64_t,
+                                         int64_t, cudaStream_t);
+template cudaError_t FillRandomCuda(bf16*, int64_t, uint64_t, float, float, cudaStream_t);
+template cudaError_t FillRandomCuda(fp16*, int64_t, uint64_t, float, float, cudaStream_t);
 
 }  // namespace muxserve::kernels

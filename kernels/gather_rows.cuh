@@ -7,11 +7,12 @@
 
 namespace muxserve::kernels {
 
-// out[i] = x[rows[i]].
-cudaError_t GatherRowsCuda(const bf16* x,        // [*, width]
+// out[i] = x[rows[i]]. T: bf16 or fp16.
+template <typename T>
+cudaError_t GatherRowsCuda(const T* x,           // [*, width]
                            const int32_t* rows,  // [num_rows]
                            int64_t num_rows, int64_t width,
-                           bf16* out,  // [num_rows, width]
+                           T* out,  // [num_rows, width]
                            cudaStream_t stream);
 
 }  // namespace muxserve::kernels

@@ -10,16 +10,16 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerWarp = 1;
 constexpr int kUnroll = 8;  // 16-byte chunks of each w row a lane loads before using them
 
-template <int kM>
+template <typename T, int kM>
 __global__ void __launch_bounds__(kThreads)
-    GemvKernel(const bf16* a, const bf16* w, const bf16* bias, int64_t n, int64_t k, bf16* out) {
+    GemvKernel(const T* a, const T* w, const T* bias, int64_t n, int64_t k, T* out) {
   BeginKernel();
   const int lane = threadIdx.x & 31;
   const int64_t first_row =
       (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * kRowsPerWarp;
   if (first_row >= n) return;  // whole warps leave together
   const int64_t chunks = k / 8;
-  const bf16* w_rows[kRowsPerWarp];
+  const T* w_rows[kRowsPerWarp];
   bool row_valid[kRowsPerWarp];
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
@@ -28,7 +28,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   float acc[kRowsPerWarp][kM] = {};
   for (int64_t base = lane; base < chunks; base += 32 * kUnroll) {
-    Bf16x8 w_raw[kUnroll][kRowsPerWarp];
+    Vec8<T> w_raw[kUnroll][kRowsPerWarp];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t chunk = base + u * 32;
@@ -68,47 +68,53 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       if (!row_valid[r]) continue;
-      const float b = bias != nullptr ? __bfloat162float(bias[first_row + r]) : 0.0f;
+      const float b = bias != nullptr ? ToFloat(bias[first_row + r]) : 0.0f;
 #pragma unroll
-      for (int m = 0; m < kM; ++m) out[m * n + first_row + r] = __float2bfloat16(acc[r][m] + b);
+      for (int m = 0; m < kM; ++m) out[m * n + first_row + r] = FromFloat<T>(acc[r][m] + b);
     }
   }
 }
 
-template <int kM>
-cudaError_t Launch(const bf16* a, const bf16* w, const bf16* bias, int64_t n, int64_t k, bf16* out,
+template <typename T, int kM>
+cudaError_t Launch(const T* a, const T* w, const T* bias, int64_t n, int64_t k, T* out,
                    cudaStream_t stream) {
   const int64_t rows_per_block = kWarps * kRowsPerWarp;
   const auto blocks = static_cast<unsigned int>((n + rows_per_block - 1) / rows_per_block);
-  return LaunchKernel(GemvKernel<kM>, blocks, kThreads, 0, stream, a, w, bias, n, k, out);
+  return LaunchKernel(GemvKernel<T, kM>, blocks, kThreads, 0, stream, a, w, bias, n, k, out);
 }
 
 }  // namespace
 
 bool GemvSupports(int64_t m, int64_t k) { return m >= 1 && m <= kGemvMaxRows && k % 8 == 0; }
 
-cudaError_t GemvCuda(const bf16* a, const bf16* w, const bf16* bias, int64_t m, int64_t n,
-                     int64_t k, bf16* out, cudaStream_t stream) {
+template <typename T>
+cudaError_t GemvCuda(const T* a, const T* w, const T* bias, int64_t m, int64_t n, int64_t k, T* out,
+                     cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (!GemvSupports(m, k)) return cudaErrorInvalidValue;
   switch (m) {
     case 1:
-      return Launch<1>(a, w, bias, n, k, out, stream);
+      return Launch<T, 1>(a, w, bias, n, k, out, stream);
     case 2:
-      return Launch<2>(a, w, bias, n, k, out, stream);
+      return Launch<T, 2>(a, w, bias, n, k, out, stream);
     case 3:
-      return Launch<3>(a, w, bias, n, k, out, stream);
+      return Launch<T, 3>(a, w, bias, n, k, out, stream);
     case 4:
-      return Launch<4>(a, w, bias, n, k, out, stream);
+      return Launch<T, 4>(a, w, bias, n, k, out, stream);
     case 5:
-      return Launch<5>(a, w, bias, n, k, out, stream);
+      return Launch<T, 5>(a, w, bias, n, k, out, stream);
     case 6:
-      return Launch<6>(a, w, bias, n, k, out, stream);
+      return Launch<T, 6>(a, w, bias, n, k, out, stream);
     case 7:
-      return Launch<7>(a, w, bias, n, k, out, stream);
+      return Launch<T, 7>(a, w, bias, n, k, out, stream);
     default:
-      return Launch<8>(a, w, bias, n, k, out, stream);
+      return Launch<T, 8>(a, w, bias, n, k, out, stream);
   }
 }
+
+template cudaError_t GemvCuda(const bf16*, const bf16*, const bf16*, int64_t, int64_t, int64_t,
+                              bf16*, cudaStream_t);
+template cudaError_t GemvCuda(const fp16*, const fp16*, const fp16*, int64_t, int64_t, int64_t,
+                              fp16*, cudaStream_t);
 
 }  // namespace muxserve::kernels

@@ -14,11 +14,13 @@ inline constexpr int64_t kGemvMaxRows = 8;
 // Whether GemvCuda takes this shape: 1..kGemvMaxRows rows, k a multiple of 8.
 bool GemvSupports(int64_t m, int64_t k);
 
-cudaError_t GemvCuda(const bf16* a,     // [m, k]
-                     const bf16* w,     // [n, k]
-                     const bf16* bias,  // [n] or null
+// T: bf16 or fp16; float32 accumulation.
+template <typename T>
+cudaError_t GemvCuda(const T* a,     // [m, k]
+                     const T* w,     // [n, k]
+                     const T* bias,  // [n] or null
                      int64_t m, int64_t n, int64_t k,
-                     bf16* out,  // [m, n]
+                     T* out,  // [m, n]
                      cudaStream_t stream);
 
 }  // namespace muxserve::kernels

@@ -13,8 +13,8 @@ constexpr float kLog2e = 1.4426950408889634f;
 // Lanes of a warp split into groups of kHeadDim / 8 lanes; a group holds one key (16 bytes per
 // lane) at a time. Each group keeps its own online-softmax state over the keys it visits; the
 // groups of all warps are merged through shared memory at the end. Scores are in log2 units.
-template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionParams p) {
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionParams<T> p) {
   constexpr int kLanesPerKey = kHeadDim / 8;
   constexpr int kGroups = 32 / kLanesPerKey;  // keys a warp holds at once
   constexpr int kSlots = kWarps * kGroups;    // keys the block holds at once
@@ -54,14 +54,14 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionP
   for (int base = begin + warp * kGroups; base < end; base += kSlots * kUnroll) {
     // Keys past the end load the last key again (cached) and are masked: no branch, so every
     // table read and then every K/V load of the step is in flight at once.
-    Bf16x8 k_raw[kUnroll], v_raw[kUnroll];
+    Vec8<T> k_raw[kUnroll], v_raw[kUnroll];
     bool valid[kUnroll];
-    const bf16* k_rows[kUnroll];
+    const T* k_rows[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int token = base + u * kSlots + group;
       valid[u] = token < end;
-      k_rows[u] = KvRowBf16(p.kv, table, p.layer, kv_head, valid[u] ? token : end - 1, false);
+      k_rows[u] = KvRowAs<T>(p.kv, table, p.layer, kv_head, valid[u] ? token : end - 1, false);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionP
       for (int s = 0; s < kSlots; ++s) value += slot_acc[s][d] * exp2f(slot_max[s] - block_max);
     }
     if (p.num_splits == 1) {
-      p.out[out_offset + d] = __float2bfloat16(value / block_sum);
+      p.out[out_offset + d] = FromFloat<T>(value / block_sum);
     } else {
       p.partial[partial_offset + d] = value;
     }
@@ -138,8 +138,8 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionP
 }
 
 // Merges the splits of one (row, head): each split's (max, sum, unnormalized output).
-template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads) CombineSplitsKernel(PagedAttentionParams p) {
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kThreads) CombineSplitsKernel(PagedAttentionParams<T> p) {
   BeginKernel();
   const int64_t index = static_cast<int64_t>(blockIdx.x) * p.num_q_heads + blockIdx.y;
   const float* partial = p.partial + index * p.num_splits * (kHeadDim + 2);
@@ -162,18 +162,19 @@ __global__ void __launch_bounds__(kThreads) CombineSplitsKernel(PagedAttentionPa
         value += partial[s * (kHeadDim + 2) + d] * exp2f(split_max - overall_max);
       }
     }
-    p.out[index * kHeadDim + d] = __float2bfloat16(value / total);
+    p.out[index * kHeadDim + d] = FromFloat<T>(value / total);
   }
 }
 
-template <int kHeadDim>
-cudaError_t Launch(const PagedAttentionParams& p, cudaStream_t stream) {
+template <typename T, int kHeadDim>
+cudaError_t Launch(const PagedAttentionParams<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned int>(p.num_tokens), static_cast<unsigned int>(p.num_q_heads),
                   static_cast<unsigned int>(p.num_splits));
   const cudaError_t launched =
-      LaunchKernel(PagedAttentionKernel<kHeadDim>, grid, kThreads, 0, stream, p);
+      LaunchKernel(PagedAttentionKernel<T, kHeadDim>, grid, kThreads, 0, stream, p);
   if (launched != cudaSuccess || p.num_splits == 1) return launched;
-  return LaunchKernel(CombineSplitsKernel<kHeadDim>, dim3(grid.x, grid.y), kThreads, 0, stream, p);
+  return LaunchKernel(CombineSplitsKernel<T, kHeadDim>, dim3(grid.x, grid.y), kThreads, 0, stream,
+                      p);
 }
 
 }  // namespace
@@ -187,7 +188,8 @@ int64_t PagedAttentionPartialFloats(int64_t num_tokens, int64_t num_q_heads, int
   return num_splits > 1 ? num_tokens * num_q_heads * num_splits * (head_dim + 2) : 0;
 }
 
-cudaError_t PagedAttentionCuda(const PagedAttentionParams& p, cudaStream_t stream) {
+template <typename T>
+cudaError_t PagedAttentionCuda(const PagedAttentionParams<T>& p, cudaStream_t stream) {
   if (p.num_tokens == 0) return cudaSuccess;
   if (p.num_splits < 1 || p.split_keys < 1 || p.kv.num_kv_heads < 1 ||
       p.num_q_heads % p.kv.num_kv_heads != 0 || (p.num_splits > 1 && p.partial == nullptr) ||
@@ -196,14 +198,17 @@ cudaError_t PagedAttentionCuda(const PagedAttentionParams& p, cudaStream_t strea
   }
   switch (p.kv.head_dim) {
     case 64:
-      return Launch<64>(p, stream);
+      return Launch<T, 64>(p, stream);
     case 128:
-      return Launch<128>(p, stream);
+      return Launch<T, 128>(p, stream);
     case 256:
-      return Launch<256>(p, stream);
+      return Launch<T, 256>(p, stream);
     default:
       return cudaErrorInvalidValue;
   }
 }
+
+template cudaError_t PagedAttentionCuda(const PagedAttentionParams<bf16>&, cudaStream_t);
+template cudaError_t PagedAttentionCuda(const PagedAttentionParams<fp16>&, cudaStream_t);
 
 }  // namespace muxserve::kernels

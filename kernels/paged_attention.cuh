@@ -10,8 +10,10 @@
 
 namespace muxserve::kernels {
 
+// T: bf16 or fp16, for the activations and the pool alike; scores and sums in float32.
+template <typename T>
 struct PagedAttentionParams {
-  const bf16* qkv = nullptr;  // [num_tokens, row_stride]; q of head h at column h * head_dim
+  const T* qkv = nullptr;  // [num_tokens, row_stride]; q of head h at column h * head_dim
   int64_t row_stride = 0;
   const int32_t* token_seq = nullptr;     // [num_tokens] sequence index of each row
   const StepSequence* seqs = nullptr;     // [num_seqs]
@@ -27,7 +29,7 @@ struct PagedAttentionParams {
   int num_splits = 1;
   int split_keys = 0;
   float* partial = nullptr;  // [num_tokens, num_q_heads, num_splits, head_dim + 2]
-  bf16* out = nullptr;       // [num_tokens, num_q_heads * head_dim]
+  T* out = nullptr;          // [num_tokens, num_q_heads * head_dim]
 };
 
 // Head sizes the kernel is built for (the closed set of DISPATCH_HEAD_DIM).
@@ -37,6 +39,7 @@ bool PagedAttentionSupportsHeadDim(int64_t head_dim);
 int64_t PagedAttentionPartialFloats(int64_t num_tokens, int64_t num_q_heads, int num_splits,
                                     int64_t head_dim);
 
-cudaError_t PagedAttentionCuda(const PagedAttentionParams& params, cudaStream_t stream);
+template <typename T>
+cudaError_t PagedAttentionCuda(const PagedAttentionParams<T>& params, cudaStream_t stream);
 
 }  // namespace muxserve::kernels

@@ -29,31 +29,42 @@ __device__ __forceinline__ void CopyAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
-__device__ __forceinline__ void LoadMatrix(uint32_t r[4], const bf16* p) {
+__device__ __forceinline__ void LoadMatrix(uint32_t r[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(SharedAddress(p))
                : "memory");
 }
 
-__device__ __forceinline__ void LoadMatrixTransposed(uint32_t r[4], const bf16* p) {
+__device__ __forceinline__ void LoadMatrixTransposed(uint32_t r[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(SharedAddress(p))
                : "memory");
 }
 
-// c [16 x 8] += a [16 x 16] (row-major fragments) * b [16 x 8] (column-major fragments).
+// c [16 x 8] += a [16 x 16] (row-major fragments) * b [16 x 8] (column-major fragments), a and b
+// of element type T.
+template <typename T>
 __device__ __forceinline__ void Mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  if constexpr (std::is_same_v<T, bf16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
 }
 
-__device__ __forceinline__ uint32_t PackBf16(float low, float high) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(low, high);
+template <typename T>
+__device__ __forceinline__ uint32_t Pack(float low, float high) {
+  const Pair<T> v = FromFloat2<T>(low, high);
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
@@ -64,15 +75,15 @@ __device__ __forceinline__ int Swizzle(int row, int chunk) {
   return row * kHeadDim + ((chunk ^ (row & 7)) << 3);
 }
 
-template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttentionParams p) {
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttentionParams<T> p) {
   constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
   extern __shared__ __align__(16) unsigned char shared_raw[];
   // Swizzled tiles: Q [kRows, kHeadDim], then two stages of K and V [kKeys, kHeadDim] each, so
   // that the next key tile loads while this one is used.
-  bf16* q_tile = reinterpret_cast<bf16*>(shared_raw);
-  bf16* k_tiles = q_tile + kRows * kHeadDim;
-  bf16* v_tiles = k_tiles + 2 * kKeys * kHeadDim;
+  T* q_tile = reinterpret_cast<T*>(shared_raw);
+  T* k_tiles = q_tile + kRows * kHeadDim;
+  T* v_tiles = k_tiles + 2 * kKeys * kHeadDim;
   BeginKernel();
 
   const int tid = threadIdx.x;
@@ -88,7 +99,7 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
   const int kv_head = head / static_cast<int>(p.num_q_heads / p.kv.num_kv_heads);
   const int32_t* table = p.block_tables + seq.table_offset;
   const int64_t first_token_row = seq.q_start + tile.first_row;
-  const bf16* q_base = p.qkv + first_token_row * p.row_stride + head * kHeadDim;
+  const T* q_base = p.qkv + first_token_row * p.row_stride + head * kHeadDim;
 
   const int num_key_tiles = last_position / kKeys + 1;
   const int tokens_per_block = static_cast<int>(p.kv.tokens_per_block);
@@ -100,8 +111,8 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
   // chunk's last position are zero-filled: they are masked, and their V rows meet a zero weight.
   auto load_key_tile = [&](int kt) {
     constexpr int kPerThread = kKeys * kChunks / kThreads;
-    bf16* k_tile = k_tiles + (kt & 1) * kKeys * kHeadDim;
-    bf16* v_tile = v_tiles + (kt & 1) * kKeys * kHeadDim;
+    T* k_tile = k_tiles + (kt & 1) * kKeys * kHeadDim;
+    T* v_tile = v_tiles + (kt & 1) * kKeys * kHeadDim;
     int32_t blocks[kPerThread];
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i) {
@@ -118,7 +129,7 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
       const int token = kt * kKeys + r;
       const bool valid = token <= last_position;
       const auto* k_row =
-          reinterpret_cast<const bf16*>(pool + static_cast<int64_t>(blocks[i]) * p.kv.block_bytes) +
+          reinterpret_cast<const T*>(pool + static_cast<int64_t>(blocks[i]) * p.kv.block_bytes) +
           (token % tokens_per_block) * kHeadDim + chunk * 8;
       CopyAsync16(k_tile + Swizzle<kHeadDim>(r, chunk), valid ? k_row : p.qkv, valid);
       CopyAsync16(v_tile + Swizzle<kHeadDim>(r, chunk),
@@ -159,8 +170,8 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
     CopyAsyncCommit();   // possibly empty: keeps the group count uniform
     CopyAsyncWait<1>();  // everything but the newest group, so tile kt, has landed
     __syncthreads();
-    const bf16* k_tile = k_tiles + (kt & 1) * kKeys * kHeadDim;
-    const bf16* v_tile = v_tiles + (kt & 1) * kKeys * kHeadDim;
+    const T* k_tile = k_tiles + (kt & 1) * kKeys * kHeadDim;
+    const T* v_tile = v_tiles + (kt & 1) * kKeys * kHeadDim;
 
     // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
     float s[kKeys / 8][4] = {};
@@ -171,8 +182,8 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
         uint32_t b[4];
         const int key = np * 16 + (lane & 7) + (lane >> 4) * 8;
         LoadMatrix(b, k_tile + Swizzle<kHeadDim>(key, kk * 2 + ((lane >> 3) & 1)));
-        Mma(s[2 * np], q_frag[kk], b[0], b[1]);
-        Mma(s[2 * np + 1], q_frag[kk], b[2], b[3]);
+        Mma<T>(s[2 * np], q_frag[kk], b[0], b[1]);
+        Mma<T>(s[2 * np + 1], q_frag[kk], b[2], b[3]);
       }
     }
 
@@ -220,17 +231,16 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
     // O += P V: the score fragments are already laid out as the A operand.
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      const uint32_t a[4] = {PackBf16(s[2 * kk][0], s[2 * kk][1]),
-                             PackBf16(s[2 * kk][2], s[2 * kk][3]),
-                             PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const uint32_t a[4] = {
+          Pack<T>(s[2 * kk][0], s[2 * kk][1]), Pack<T>(s[2 * kk][2], s[2 * kk][3]),
+          Pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]), Pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
       for (int dp = 0; dp < kHeadDim / 16; ++dp) {
         uint32_t b[4];
         const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
         LoadMatrixTransposed(b, v_tile + Swizzle<kHeadDim>(key, dp * 2 + (lane >> 4)));
-        Mma(o[2 * dp], a, b[0], b[1]);
-        Mma(o[2 * dp + 1], a, b[2], b[3]);
+        Mma<T>(o[2 * dp], a, b[0], b[1]);
+        Mma<T>(o[2 * dp + 1], a, b[2], b[3]);
       }
     }
     __syncthreads();  // every warp is done with stage kt % 2 before tile kt + 2 reuses it
@@ -246,46 +256,49 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
     const int local = row0 + r * 8;
     if (local >= rows) continue;
     const float inverse = 1.0f / row_sum[r];
-    bf16* dst =
-        p.out + ((first_token_row + local) * p.num_q_heads + head) * kHeadDim + (lane & 3) * 2;
+    T* dst = p.out + ((first_token_row + local) * p.num_q_heads + head) * kHeadDim + (lane & 3) * 2;
 #pragma unroll
     for (int dn = 0; dn < kHeadDim / 8; ++dn) {
-      *reinterpret_cast<__nv_bfloat162*>(dst + dn * 8) =
-          __floats2bfloat162_rn(o[dn][2 * r] * inverse, o[dn][2 * r + 1] * inverse);
+      *reinterpret_cast<Pair<T>*>(dst + dn * 8) =
+          FromFloat2<T>(o[dn][2 * r] * inverse, o[dn][2 * r + 1] * inverse);
     }
   }
 }
 
-template <int kHeadDim>
-cudaError_t Launch(const PrefillAttentionParams& p, cudaStream_t stream) {
-  constexpr size_t kShared = static_cast<size_t>(kRows + 4 * kKeys) * kHeadDim * sizeof(bf16);
+template <typename T, int kHeadDim>
+cudaError_t Launch(const PrefillAttentionParams<T>& p, cudaStream_t stream) {
+  constexpr size_t kShared = static_cast<size_t>(kRows + 4 * kKeys) * kHeadDim * sizeof(T);
   if constexpr (kShared > 48 * 1024) {
     static const cudaError_t raised = cudaFuncSetAttribute(
-        PrefillAttentionKernel<kHeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        PrefillAttentionKernel<T, kHeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
         static_cast<int>(kShared));
     if (raised != cudaSuccess) return raised;
   }
   const dim3 grid(static_cast<unsigned int>(p.num_tiles), static_cast<unsigned int>(p.num_q_heads));
-  return LaunchKernel(PrefillAttentionKernel<kHeadDim>, grid, kThreads, kShared, stream, p);
+  return LaunchKernel(PrefillAttentionKernel<T, kHeadDim>, grid, kThreads, kShared, stream, p);
 }
 
 }  // namespace
 
 bool PrefillAttentionSupportsHeadDim(int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
-cudaError_t PrefillAttentionCuda(const PrefillAttentionParams& p, cudaStream_t stream) {
+template <typename T>
+cudaError_t PrefillAttentionCuda(const PrefillAttentionParams<T>& p, cudaStream_t stream) {
   if (p.num_tiles == 0) return cudaSuccess;
   if (p.kv.num_kv_heads < 1 || p.num_q_heads % p.kv.num_kv_heads != 0 || p.row_stride % 8 != 0) {
     return cudaErrorInvalidValue;
   }
   switch (p.kv.head_dim) {
     case 64:
-      return Launch<64>(p, stream);
+      return Launch<T, 64>(p, stream);
     case 128:
-      return Launch<128>(p, stream);
+      return Launch<T, 128>(p, stream);
     default:
       return cudaErrorInvalidValue;
   }
 }
+
+template cudaError_t PrefillAttentionCuda(const PrefillAttentionParams<bf16>&, cudaStream_t);
+template cudaError_t PrefillAttentionCuda(const PrefillAttentionParams<fp16>&, cudaStream_t);
 
 }  // namespace muxserve::kernels

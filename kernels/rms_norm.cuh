@@ -1,4 +1,5 @@
-// RMSNorm and RMSNorm with the residual add fused in, on the GPU (bf16 in and out, fp32 sums).
+// RMSNorm and RMSNorm with the residual add fused in, on the GPU (bf16 or fp16 in and out, fp32
+// sums). T: bf16 or fp16.
 #pragma once
 
 #include <cstdint>
@@ -8,18 +9,20 @@
 namespace muxserve::kernels {
 
 // out = x / rms(x) * weight, per row.
-cudaError_t RmsNormCuda(const bf16* x,       // [n, hidden]
-                        const bf16* weight,  // [hidden]
+template <typename T>
+cudaError_t RmsNormCuda(const T* x,       // [n, hidden]
+                        const T* weight,  // [hidden]
                         int64_t n, int64_t hidden, float eps,
-                        bf16* out,  // [n, hidden]
+                        T* out,  // [n, hidden]
                         cudaStream_t stream);
 
-// residual += delta (rounded to bf16, as stored); out = RmsNorm(residual).
-cudaError_t AddRmsNormCuda(bf16* residual,      // [n, hidden]
-                           const bf16* delta,   // [n, hidden]
-                           const bf16* weight,  // [hidden]
+// residual += delta (rounded to T, as stored); out = RmsNorm(residual).
+template <typename T>
+cudaError_t AddRmsNormCuda(T* residual,      // [n, hidden]
+                           const T* delta,   // [n, hidden]
+                           const T* weight,  // [hidden]
                            int64_t n, int64_t hidden, float eps,
-                           bf16* out,  // [n, hidden]
+                           T* out,  // [n, hidden]
                            cudaStream_t stream);
 
 }  // namespace muxserve::kernels

@@ -1,4 +1,4 @@
-// The CUDA backend: bf16 everywhere on the device, fp32 accumulation. See cuda_ops.h.
+// The CUDA backend: bf16 or fp16 everywhere on the device, fp32 accumulation. See cuda_ops.h.
 #include "muxserve/engine/cuda_ops.h"
 
 #include <cublasLt.h>
@@ -11,10 +11,12 @@
 #include <functional>
 #include <map>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/bias_add.cuh"
+#include "kernels/element_type.h"
 #include "kernels/embedding.cuh"
 #include "kernels/fill_random.cuh"
 #include "kernels/gather_rows.cuh"
@@ -33,10 +35,17 @@
 namespace muxserve::engine {
 namespace {
 
-using kernels::bf16;
+using kernels::WithElementType;
 
-const bf16* Bf16(const void* p) { return static_cast<const bf16*>(p); }
-bf16* Bf16(void* p) { return static_cast<bf16*>(p); }
+// Backend memory as the kernels' element type T.
+template <typename T>
+const T* As(const void* p) {
+  return static_cast<const T*>(p);
+}
+template <typename T>
+T* As(void* p) {
+  return static_cast<T*>(p);
+}
 
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 constexpr int64_t kConvertChunk = int64_t{1} << 20;  // elements converted per host pass
@@ -93,7 +102,10 @@ int64_t Align4(int64_t words) { return (words + 3) / 4 * 4; }
 class CudaOpsImpl final : public CudaOps {
  public:
   CudaOpsImpl(const CudaOpsOptions& options, int sm_count)
-      : options_(options), choices_(options.kernels), device_sm_count_(sm_count),
+      : options_(options),
+        element_type_(options.dtype == DType::kFloat16 ? CUDA_R_16F : CUDA_R_16BF),
+        choices_(options.kernels),
+        device_sm_count_(sm_count),
         sm_count_(sm_count) {}
 
   ~CudaOpsImpl() override {
@@ -178,7 +190,7 @@ class CudaOpsImpl final : public CudaOps {
     DropGraphs();
     choices_ = choices;
   }
-  DType dtype() const override { return DType::kBFloat16; }
+  DType dtype() const override { return options_.dtype; }
 
   absl::StatusOr<Buffer> Allocate(int64_t bytes) override {
     void* memory = nullptr;
@@ -193,7 +205,7 @@ class CudaOpsImpl final : public CudaOps {
     int64_t total = 0;
     ASSIGN_OR_RETURN(const std::vector<SliceBounds> bounds, ResolveSlices(parts, &total));
     ASSIGN_OR_RETURN(Buffer buffer, Allocate(total * 2));
-    auto* dst = buffer.as<bf16>();
+    auto* dst = buffer.as<uint16_t>();  // 16-bit elements of the ops' dtype
     std::vector<float> floats;
     std::vector<uint16_t> converted;
     for (size_t i = 0; i < parts.size(); ++i) {
@@ -202,10 +214,13 @@ class CudaOpsImpl final : public CudaOps {
       if (tensor.random) {
         // Drawn on the device (model::Weights::Random): nothing crosses PCIe.
         const model::RandomInit& init = *tensor.random;
-        CUDA_RETURN_IF_ERROR(kernels::FillRandomSliceCuda(dst, b.rows, b.cols, init.seed,
-                                                          init.mean, init.std, b.SourceIndex(0, 0),
-                                                          b.total_cols, stream_));
-      } else if (tensor.dtype == DType::kBFloat16) {
+        CUDA_RETURN_IF_ERROR(
+            WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+              return kernels::FillRandomSliceCuda(reinterpret_cast<T*>(dst), b.rows, b.cols,
+                                                  init.seed, init.mean, init.std,
+                                                  b.SourceIndex(0, 0), b.total_cols, stream_);
+            }));
+      } else if (tensor.dtype == options_.dtype) {
         CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(
             dst, b.cols * 2, tensor.data.data() + b.SourceIndex(0, 0) * 2, b.total_cols * 2,
             b.cols * 2, b.rows, cudaMemcpyHostToDevice, stream_));
@@ -220,7 +235,7 @@ class CudaOpsImpl final : public CudaOps {
             converted.resize(n);
             ConvertToFloat(tensor.data.data() + (b.SourceIndex(r, 0) + begin) * element,
                            tensor.dtype, n, floats.data());
-            for (int64_t j = 0; j < n; ++j) converted[j] = FloatToBf16(floats[j]);
+            ConvertFromFloat(floats.data(), n, options_.dtype, converted.data());
             RETURN_IF_ERROR(CopyToDevice(dst + r * b.cols + begin, converted.data(), n * 2));
           }
         }
@@ -263,22 +278,27 @@ class CudaOpsImpl final : public CudaOps {
       }
     }
     if (Replaying()) return;
-    Record(CUDA_STATUS(
-        kernels::EmbeddingCuda(tokens_, Bf16(table), num_tokens_, hidden, Bf16(out), stream_)));
+    Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+      return kernels::EmbeddingCuda(tokens_, As<T>(table), num_tokens_, hidden, As<T>(out),
+                                    stream_);
+    })));
   }
 
   void RmsNorm(const void* x, const void* weight, int64_t n, int64_t hidden, float eps,
                void* out) override {
     if (Replaying()) return;
-    Record(CUDA_STATUS(
-        kernels::RmsNormCuda(Bf16(x), Bf16(weight), n, hidden, eps, Bf16(out), stream_)));
+    Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+      return kernels::RmsNormCuda(As<T>(x), As<T>(weight), n, hidden, eps, As<T>(out), stream_);
+    })));
   }
 
   void AddRmsNorm(void* residual, const void* delta, const void* weight, int64_t n, int64_t hidden,
                   float eps, void* out) override {
     if (Replaying()) return;
-    Record(CUDA_STATUS(kernels::AddRmsNormCuda(Bf16(residual), Bf16(delta), Bf16(weight), n, hidden,
-                                               eps, Bf16(out), stream_)));
+    Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+      return kernels::AddRmsNormCuda(As<T>(residual), As<T>(delta), As<T>(weight), n, hidden, eps,
+                                     As<T>(out), stream_);
+    })));
   }
 
   void Gemm(const void* a, const void* w, const void* bias, int64_t m, int64_t n, int64_t k,
@@ -291,8 +311,9 @@ class CudaOpsImpl final : public CudaOps {
     const bool gemv = choices_.gemv_for_few_rows && kernels::GemvSupports(m, k) &&
                       (tuned != nullptr ? tuned->use_gemv : true);
     if (gemv) {
-      Record(CUDA_STATUS(
-          kernels::GemvCuda(Bf16(a), Bf16(w), Bf16(bias), m, n, k, Bf16(out), stream_)));
+      Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+        return kernels::GemvCuda(As<T>(a), As<T>(w), As<T>(bias), m, n, k, As<T>(out), stream_);
+      })));
       return;
     }
     // Row-major out [m, n] = a [m, k] @ w [n, k]^T is column-major out^T = w^T-as-stored @ a^T.
@@ -308,12 +329,14 @@ class CudaOpsImpl final : public CudaOps {
     } else {
       Record(CUDA_STATUS(
           cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                       static_cast<int>(k), &alpha, w, CUDA_R_16BF, static_cast<int>(k), a,
-                       CUDA_R_16BF, static_cast<int>(k), &beta, out, CUDA_R_16BF,
+                       static_cast<int>(k), &alpha, w, element_type_, static_cast<int>(k), a,
+                       element_type_, static_cast<int>(k), &beta, out, element_type_,
                        static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)));
     }
     if (bias != nullptr) {
-      Record(CUDA_STATUS(kernels::BiasAddCuda(Bf16(out), Bf16(bias), m, n, stream_)));
+      Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+        return kernels::BiasAddCuda(As<T>(out), As<T>(bias), m, n, stream_);
+      })));
     }
   }
 
@@ -321,22 +344,27 @@ class CudaOpsImpl final : public CudaOps {
             int64_t num_q_heads, int64_t num_kv_heads, int64_t k_offset,
             int64_t head_dim) override {
     if (Replaying()) return;
-    Record(CUDA_STATUS(kernels::RopeCuda(Bf16(qkv), positions_, static_cast<const float*>(inv_freq),
-                                         num_tokens_, row_stride, num_q_heads, num_kv_heads,
-                                         k_offset, head_dim, stream_)));
+    Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+      return kernels::RopeCuda(As<T>(qkv), positions_, static_cast<const float*>(inv_freq),
+                               num_tokens_, row_stride, num_q_heads, num_kv_heads, k_offset,
+                               head_dim, stream_);
+    })));
   }
 
   void SiluMul(const void* gate_up, int64_t n, int64_t inter, void* out) override {
     if (Replaying()) return;
-    Record(CUDA_STATUS(kernels::SiluMulCuda(Bf16(gate_up), n, inter, Bf16(out), stream_)));
+    Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+      return kernels::SiluMulCuda(As<T>(gate_up), n, inter, As<T>(out), stream_);
+    })));
   }
 
   void KvAppend(const void* qkv, const StepPlan&, int64_t row_stride, int64_t k_offset,
                 int64_t v_offset, int64_t layer, const kernels::PagedKv& kv) override {
     if (Replaying() || !CheckKv(kv)) return;
-    Record(
-        CUDA_STATUS(kernels::KvAppendCuda(Bf16(qkv), token_seq_, seqs_, block_tables_, num_tokens_,
-                                          row_stride, k_offset, v_offset, layer, kv, stream_)));
+    Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+      return kernels::KvAppendCuda(As<T>(qkv), token_seq_, seqs_, block_tables_, num_tokens_,
+                                   row_stride, k_offset, v_offset, layer, kv, stream_);
+    })));
   }
 
   void Attention(const void* qkv, const StepPlan& plan, int64_t row_stride, int64_t num_q_heads,
@@ -347,13 +375,15 @@ class CudaOpsImpl final : public CudaOps {
   // collective would hang them instead of letting every rank end its step and report.
   void AllReduceSum(runtime::Communicator& comm, void* x, int64_t count) override {
     if (Replaying()) return;
-    Record(comm.AllReduceSum(x, count, DType::kBFloat16, stream_));
+    Record(comm.AllReduceSum(x, count, options_.dtype, stream_));
   }
 
   void GatherLogitRows(const void* x, const StepPlan&, int64_t width, void* out) override {
     if (Replaying()) return;
-    Record(CUDA_STATUS(
-        kernels::GatherRowsCuda(Bf16(x), logit_rows_, num_logit_rows_, width, Bf16(out), stream_)));
+    Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+      return kernels::GatherRowsCuda(As<T>(x), logit_rows_, num_logit_rows_, width, As<T>(out),
+                                     stream_);
+    })));
   }
 
   absl::Status CopyToHost(const void* src, int64_t count, float* dst) override;
@@ -481,10 +511,10 @@ class CudaOpsImpl final : public CudaOps {
   bool CheckKv(const kernels::PagedKv& kv) {
     if (kv.head_dim % 8 != 0 || kv.tokens_per_block < 1 ||
         kv.block_bytes < 2 * kv.tokens_per_block * kv.head_dim * 2) {
-      Record(absl::InvalidArgumentError(
-          absl::StrCat("CUDA backend: KV layout of head_dim ", kv.head_dim, ", ",
-                       kv.tokens_per_block, " tokens per block and ", kv.block_bytes,
-                       "-byte blocks is not supported (head_dim a multiple of 8, bf16 blocks)")));
+      Record(absl::InvalidArgumentError(absl::StrCat(
+          "CUDA backend: KV layout of head_dim ", kv.head_dim, ", ", kv.tokens_per_block,
+          " tokens per block and ", kv.block_bytes,
+          "-byte blocks is not supported (head_dim a multiple of 8, 16-bit elements)")));
       return false;
     }
     return true;
@@ -505,6 +535,7 @@ class CudaOpsImpl final : public CudaOps {
   }
 
   const CudaOpsOptions options_;
+  const cudaDataType_t element_type_;  // of options_.dtype, for cuBLAS
   CudaKernelChoices choices_;
   const int device_sm_count_;
   // Lanes by partition id + 1 (0: the ops' own stream); the current one's handles below.
@@ -583,9 +614,9 @@ const CudaOpsImpl::RowLayouts* CudaOpsImpl::LayoutsFor(const TunedGemm& tuned, i
   if (found == row_layouts_.end()) {
     RowLayouts layouts;
     absl::Status status =
-        CUDA_STATUS(cublasLtMatrixLayoutCreate(&layouts.a, CUDA_R_16BF, k, m, k));
+        CUDA_STATUS(cublasLtMatrixLayoutCreate(&layouts.a, element_type_, k, m, k));
     if (status.ok()) {
-      status = CUDA_STATUS(cublasLtMatrixLayoutCreate(&layouts.out, CUDA_R_16BF, n, m, n));
+      status = CUDA_STATUS(cublasLtMatrixLayoutCreate(&layouts.out, element_type_, n, m, n));
     }
     if (status.ok()) {
       cublasLtMatmulHeuristicResult_t check{};
@@ -606,9 +637,9 @@ absl::Status CudaOpsImpl::TuneGemm(const void* a, const void* w, int64_t m, int6
   CUDA_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(tuned->operation, CUBLASLT_MATMUL_DESC_TRANSA,
                                                       &transpose, sizeof(transpose)));
   // Column-major views: w as stored is [k, n], a is [k, m], out is [n, m].
-  CUDA_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&tuned->w, CUDA_R_16BF, k, n, k));
-  CUDA_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&tuned->a, CUDA_R_16BF, k, m, k));
-  CUDA_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&tuned->out, CUDA_R_16BF, n, m, n));
+  CUDA_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&tuned->w, element_type_, k, n, k));
+  CUDA_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&tuned->a, element_type_, k, m, k));
+  CUDA_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&tuned->out, element_type_, n, m, n));
   cublasLtMatmulPreference_t preference = nullptr;
   CUDA_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&preference));
   const uint64_t workspace = kCublasWorkspaceBytes;
@@ -658,7 +689,9 @@ absl::Status CudaOpsImpl::TuneGemm(const void* a, const void* w, int64_t m, int6
   }
   if (status.ok() && choices_.gemv_for_few_rows && kernels::GemvSupports(m, k)) {
     const float ms = time_runs([&] {
-      return CUDA_STATUS(kernels::GemvCuda(Bf16(a), Bf16(w), nullptr, m, n, k, Bf16(out), stream_));
+      return CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+        return kernels::GemvCuda<T>(As<T>(a), As<T>(w), nullptr, m, n, k, As<T>(out), stream_);
+      }));
     });
     tuned->use_gemv = status.ok() && ms >= 0 && (best < 0 || ms < best_ms);
   }
@@ -822,18 +855,20 @@ void CudaOpsImpl::Attention(const void* qkv, const StepPlan&, int64_t row_stride
   }
   if (choices_.tiled_prefill_attention && max_q_len_ > 1 &&
       kernels::PrefillAttentionSupportsHeadDim(kv.head_dim)) {
-    const kernels::PrefillAttentionParams params{.qkv = Bf16(qkv),
-                                                 .row_stride = row_stride,
-                                                 .seqs = seqs_,
-                                                 .tiles = tiles_device_,
-                                                 .num_tiles = num_tiles_,
-                                                 .block_tables = block_tables_,
-                                                 .num_q_heads = num_q_heads,
-                                                 .layer = layer,
-                                                 .scale = scale,
-                                                 .kv = kv,
-                                                 .out = Bf16(out)};
-    Record(CUDA_STATUS(kernels::PrefillAttentionCuda(params, stream_)));
+    Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+      const kernels::PrefillAttentionParams<T> params{.qkv = As<T>(qkv),
+                                                      .row_stride = row_stride,
+                                                      .seqs = seqs_,
+                                                      .tiles = tiles_device_,
+                                                      .num_tiles = num_tiles_,
+                                                      .block_tables = block_tables_,
+                                                      .num_q_heads = num_q_heads,
+                                                      .layer = layer,
+                                                      .scale = scale,
+                                                      .kv = kv,
+                                                      .out = As<T>(out)};
+      return kernels::PrefillAttentionCuda(params, stream_);
+    })));
     return;
   }
   if (!kernels::PagedAttentionSupportsHeadDim(kv.head_dim)) {
@@ -853,26 +888,28 @@ void CudaOpsImpl::Attention(const void* qkv, const StepPlan&, int64_t row_stride
   int64_t split_keys = (split_context_ + splits - 1) / splits;
   split_keys = (split_keys + 15) / 16 * 16;
   splits = (split_context_ + split_keys - 1) / split_keys;
-  const kernels::PagedAttentionParams params{.qkv = Bf16(qkv),
-                                             .row_stride = row_stride,
-                                             .token_seq = token_seq_,
-                                             .seqs = seqs_,
-                                             .block_tables = block_tables_,
-                                             .num_tokens = num_tokens_,
-                                             .num_q_heads = num_q_heads,
-                                             .layer = layer,
-                                             .scale = scale,
-                                             .kv = kv,
-                                             .num_splits = static_cast<int>(splits),
-                                             .split_keys = static_cast<int>(split_keys),
-                                             .partial = attention_partial_.as<float>(),
-                                             .out = Bf16(out)};
-  if (kernels::PagedAttentionPartialFloats(num_tokens_, num_q_heads, params.num_splits,
+  if (kernels::PagedAttentionPartialFloats(num_tokens_, num_q_heads, static_cast<int>(splits),
                                            kv.head_dim) > PartialCapacityFloats()) {
     Record(absl::InternalError("CUDA backend: attention splits exceed their scratch memory"));
     return;
   }
-  Record(CUDA_STATUS(kernels::PagedAttentionCuda(params, stream_)));
+  Record(CUDA_STATUS(WithElementType(options_.dtype, [&]<typename T>(std::type_identity<T>) {
+    const kernels::PagedAttentionParams<T> params{.qkv = As<T>(qkv),
+                                                  .row_stride = row_stride,
+                                                  .token_seq = token_seq_,
+                                                  .seqs = seqs_,
+                                                  .block_tables = block_tables_,
+                                                  .num_tokens = num_tokens_,
+                                                  .num_q_heads = num_q_heads,
+                                                  .layer = layer,
+                                                  .scale = scale,
+                                                  .kv = kv,
+                                                  .num_splits = static_cast<int>(splits),
+                                                  .split_keys = static_cast<int>(split_keys),
+                                                  .partial = attention_partial_.as<float>(),
+                                                  .out = As<T>(out)};
+    return kernels::PagedAttentionCuda(params, stream_);
+  })));
 }
 
 absl::Status CudaOpsImpl::CopyToHost(const void* src, int64_t count, float* dst) {
@@ -890,8 +927,12 @@ absl::Status CudaOpsImpl::CopyToHost(const void* src, int64_t count, float* dst)
   Record(CUDA_STATUS(cudaStreamSynchronize(stream_)));
   RETURN_IF_ERROR(error_);
   const auto* bits = static_cast<const uint16_t*>(logits_host_.data());
+  constexpr int64_t kChunk = int64_t{1} << 16;  // elements a thread converts at a time
 #pragma omp parallel for if (count > (int64_t{1} << 18))
-  for (int64_t i = 0; i < count; ++i) dst[i] = Bf16ToFloat(bits[i]);
+  for (int64_t begin = 0; begin < count; begin += kChunk) {
+    ConvertToFloat(bits + begin, options_.dtype,
+                   static_cast<size_t>(std::min(kChunk, count - begin)), dst + begin);
+  }
   return absl::OkStatus();
 }
 
@@ -914,8 +955,8 @@ absl::Status CudaOpsImpl::SampleRows(const void* x, const void* lm_head, int64_t
     const float beta = 0.0f;
     Record(CUDA_STATUS(cublasGemmEx(
         cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(vocab), static_cast<int>(rows),
-        static_cast<int>(hidden), &alpha, lm_head, CUDA_R_16BF, static_cast<int>(hidden), x,
-        CUDA_R_16BF, static_cast<int>(hidden), &beta, scratch, CUDA_R_32F,
+        static_cast<int>(hidden), &alpha, lm_head, element_type_, static_cast<int>(hidden), x,
+        element_type_, static_cast<int>(hidden), &beta, scratch, CUDA_R_32F,
         static_cast<int>(vocab), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)));
   }
   FinishGraph();
@@ -959,6 +1000,11 @@ absl::Status CudaOpsImpl::SampleRows(const void* x, const void* lm_head, int64_t
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaOps>> MakeCudaOps(const CudaOpsOptions& options) {
+  if (options.dtype != DType::kBFloat16 && options.dtype != DType::kFloat16) {
+    return absl::InvalidArgumentError(absl::StrCat("dtype ", AsAbsl(DTypeName(options.dtype)),
+                                                   " is not supported by the CUDA backend; use "
+                                                   "bfloat16 or float16"));
+  }
   int count = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
   if (options.device < 0 || options.device >= count) {

@@ -152,7 +152,8 @@ class UnitEngine::Impl {
         rank_ops_(std::move(rank_ops)),
         pool_memory_(std::move(pool_memory)),
         partitions_(std::move(partitions)),
-        pool_(num_blocks, options.kv_cache.block_bytes, rank_ops_.front()->dtype()),
+        pool_(num_blocks, options.kv_cache.block_bytes,
+              static_cast<int64_t>(DTypeSize(rank_ops_.front()->dtype()))),
         scheduler_(MakeScheduler(options.scheduler)) {
     loop_ = std::thread([this] { Loop(); });
   }
@@ -298,6 +299,7 @@ absl::StatusOr<std::unique_ptr<Lane>> UnitEngine::Impl::MakeLane(const LlmSetup&
     if (options_.backend == config::Backend::kCuda) {
       ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda,
                        MakeCudaOps({.device = options_.devices[rank],
+                                    .dtype = setup.dtype,
                                     .kernels = {},
                                     .stream_priority = LaneStreamPriority(setup.name, phase)}));
       slot->cuda = cuda.get();
@@ -618,8 +620,10 @@ bool UnitEngine::Impl::Intake(std::vector<Lane*>* done) {
   }
   for (auto& llm : new_llms) {
     const model::ModelSpec& spec = llm->setup.spec;
-    // Quota share: expected rate x KV bytes per token (MuxServe's rule, GQA-aware).
-    const double weight = llm->setup.rate * static_cast<double>(spec.KvBytesPerToken(pool_.dtype()));
+    // Quota share: expected rate x KV bytes per token (MuxServe's rule, GQA-aware), in the dtype
+    // the LLM's backend keeps its KV in.
+    const DType kv_dtype = llm->lanes[0]->ranks[0]->ops->dtype();
+    const double weight = llm->setup.rate * static_cast<double>(spec.KvBytesPerToken(kv_dtype));
     LlmQueues queues;
     queues.pool_id = pool_.RegisterLlm(llm->setup.name, llm->kv_shape, weight);
     queues.tokens_per_block = pool_.TokensPerBlock(spec.head_dim);

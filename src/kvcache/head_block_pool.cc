@@ -7,15 +7,15 @@
 
 namespace muxserve::kvcache {
 
-HeadBlockPool::HeadBlockPool(int64_t num_blocks, int64_t block_bytes, DType dtype)
-    : num_blocks_(num_blocks), block_bytes_(block_bytes), dtype_(dtype) {
+HeadBlockPool::HeadBlockPool(int64_t num_blocks, int64_t block_bytes, int64_t element_bytes)
+    : num_blocks_(num_blocks), block_bytes_(block_bytes), element_bytes_(element_bytes) {
   free_list_.reserve(num_blocks);
   // Pop from the back hands out low ids first, which keeps early allocations compact.
   for (int64_t i = num_blocks - 1; i >= 0; --i) free_list_.push_back(static_cast<int32_t>(i));
 }
 
 int64_t HeadBlockPool::TokensPerBlock(int64_t head_dim) const {
-  return block_bytes_ / (2 * head_dim * static_cast<int64_t>(DTypeSize(dtype_)));
+  return block_bytes_ / (2 * head_dim * element_bytes_);
 }
 
 int HeadBlockPool::RegisterLlm(const std::string& name, const KvShape& shape, double weight) {

@@ -142,10 +142,21 @@ absl::StatusOr<PreparedModel> PrepareModel(const config::ModelConfig& model_conf
     }
   }
 
-  // The CPU backend computes in float32; devices in the configured or checkpoint dtype.
-  prepared.dtype = backend == config::Backend::kCpu
-                       ? DType::kFloat32
-                       : model_config.dtype.value_or(prepared.spec.dtype);
+  // The CPU backend computes in float32. The CUDA backend computes in 16 bits: in the configured
+  // dtype, else in the checkpoint's, a float32 checkpoint in bfloat16 (the weights are converted
+  // as they load).
+  if (backend == config::Backend::kCpu) {
+    prepared.dtype = DType::kFloat32;
+  } else if (model_config.dtype.has_value()) {
+    if (*model_config.dtype == DType::kFloat32) {
+      return absl::InvalidArgumentError(
+          "dtype float32 is not supported by the CUDA backend; use bfloat16 or float16");
+    }
+    prepared.dtype = *model_config.dtype;
+  } else {
+    prepared.dtype =
+        prepared.spec.dtype == DType::kFloat32 ? DType::kBFloat16 : prepared.spec.dtype;
+  }
   const int64_t max_position = prepared.spec.max_position_embeddings;
   prepared.max_context = model_config.max_context > 0 ? model_config.max_context : max_position;
   if (max_position > 0 && prepared.max_context > max_position) {

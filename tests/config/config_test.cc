@@ -262,6 +262,18 @@ TEST_F(ConfigTest, RelativeOriginResolvesAgainstTheWorkingDirectory) {
             fs::current_path() / "relative" / "dir" / ".cache" / "synthetic");
 }
 
+TEST_F(ConfigTest, Float16DTypeParses) {
+  for (const std::string name : {"float16", "fp16", "half"}) {
+    absl::StatusOr<Config> config =
+        ParseConfig(Lines({"models:", "  - name: m",
+                           "    synthetic: {layers: 1, hidden: 64, heads: 2, intermediate: 128}",
+                           "    dtype: " + name}),
+                    "muxserve.yaml");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->models[0].dtype, DType::kFloat16) << name;
+  }
+}
+
 TEST_F(ConfigTest, MissingModelDirectory) {
   const fs::path path = Write("a.yaml", Lines({"models:", "  - name: m", "    path: nowhere"}));
   absl::Status status = LoadConfig(path).status();

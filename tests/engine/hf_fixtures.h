@@ -102,7 +102,7 @@ class CaseRunner {
     constexpr int64_t kBlocks = 512;
     const int64_t block_bytes =
         2 * tokens_per_block * spec.head_dim * static_cast<int64_t>(DTypeSize(kv_dtype));
-    pool_ = std::make_unique<kvcache::HeadBlockPool>(kBlocks, block_bytes, kv_dtype);
+    pool_ = std::make_unique<kvcache::HeadBlockPool>(kBlocks, block_bytes, DTypeSize(kv_dtype));
     ASSIGN_OR_RETURN(memory_, ops->Allocate(kBlocks * block_bytes));
     shape_ = {spec.num_layers, spec.num_kv_heads, spec.head_dim};
     llm_ = pool_->RegisterLlm(name, shape_, 1);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "muxserve/common/dtype.h"
 
 namespace muxserve::engine {
 namespace {
@@ -13,7 +14,7 @@ const kvcache::KvShape kShape{.num_layers = 1, .num_kv_heads = 1, .head_dim = 8}
 class SchedulerTest : public ::testing::Test {
  protected:
   // Two LLMs with equal quotas over a pool of 40 blocks of 4 tokens.
-  SchedulerTest() : pool_(40, 1024, DType::kFloat32) {
+  SchedulerTest() : pool_(40, 1024, DTypeSize(DType::kFloat32)) {
     for (int i = 0; i < 2; ++i) {
       LlmQueues q;
       q.pool_id = pool_.RegisterLlm(i == 0 ? "busy" : "quiet", kShape, 1.0);

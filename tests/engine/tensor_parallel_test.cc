@@ -91,7 +91,7 @@ double RelativeError(const std::vector<float>& got, const std::vector<float>& wa
 // three decode steps of both. Every step's logits from each tp against tp = 1.
 std::vector<std::vector<float>> RunSteps(Group& group, const model::ModelSpec& shard) {
   kvcache::HeadBlockPool pool(kNumBlocks, 2 * kTokensPerBlock * shard.head_dim * 4,
-                              DType::kFloat32);
+                              DTypeSize(DType::kFloat32));
   const kvcache::KvShape shape{shard.num_layers, shard.num_kv_heads, shard.head_dim};
   const int id = pool.RegisterLlm("m", shape, 1);
   const std::vector<std::vector<int32_t>> prompts = {{5, 77, 12, 200, 31, 9, 150, 151, 3},

@@ -168,7 +168,7 @@ TEST_P(TransformerTest, ChunkedPrefillAndDecodeMatchDenseReference) {
 
   const int64_t tokens_per_block = 4;
   const int64_t block_bytes = 2 * tokens_per_block * spec.head_dim * 4;
-  kvcache::HeadBlockPool pool(256, block_bytes, DType::kFloat32);
+  kvcache::HeadBlockPool pool(256, block_bytes, DTypeSize(DType::kFloat32));
   auto memory = ops->Allocate(256 * block_bytes);
   ASSERT_TRUE(memory.ok());
   const kvcache::KvShape shape{spec.num_layers, spec.num_kv_heads, spec.head_dim};

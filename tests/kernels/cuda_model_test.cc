@@ -1,6 +1,7 @@
-// The whole model on the CUDA backend against the CPU backend, on synthetic models with bf16
-// weights (so both read the same numbers): Transformer logits through prefill chunks and decode
-// steps, and greedy tokens through UnitEngine. Skipped without a CUDA device.
+// The whole model on the CUDA backend, in bf16 and in fp16, against the CPU backend, on
+// synthetic models with weights of that dtype (so both read the same numbers): Transformer
+// logits through prefill chunks and decode steps, and greedy tokens through UnitEngine. Skipped
+// without a CUDA device.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -23,19 +25,26 @@
 namespace muxserve::engine {
 namespace {
 
-using ::muxserve::testing::Bf16Spec;
 using ::muxserve::testing::PagedSequences;
-using ::muxserve::testing::TokenCollector;
 using ::muxserve::testing::RelativeError;
+using ::muxserve::testing::SmallSpec;
+using ::muxserve::testing::TokenCollector;
 
 constexpr int64_t kBlockBytes = 16384;
+const DType kDTypes[] = {DType::kBFloat16, DType::kFloat16};
 
+// Logits of the whole model: activations rounded to the dtype at every layer move them by ~1e-2
+// of their scale in bf16, several times less in fp16 (three more mantissa bits).
+double LogitTolerance(DType dtype) { return dtype == DType::kFloat16 ? 1e-2 : 2e-2; }
+
+// Writes `spec` with weights of its dtype.
 std::filesystem::path WriteModel(const std::string& name, const model::ModelSpec& spec) {
   const std::filesystem::path dir =
-      std::filesystem::path(::testing::TempDir()) / ("muxserve_cuda_" + name);
+      std::filesystem::path(::testing::TempDir()) /
+      ("muxserve_cuda_" + name + "_" + std::string(DTypeName(spec.dtype)));
   std::filesystem::remove_all(dir);
   const absl::Status status =
-      model::WriteSyntheticModel(dir, {.spec = spec, .seed = 5, .weight_dtype = DType::kBFloat16});
+      model::WriteSyntheticModel(dir, {.spec = spec, .seed = 5, .weight_dtype = spec.dtype});
   EXPECT_TRUE(status.ok()) << status;
   return dir;
 }
@@ -97,25 +106,27 @@ struct ModelCase {
 };
 void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name; }
 
-class CudaTransformerTest : public ::testing::TestWithParam<ModelCase> {};
+class CudaTransformerTest : public ::testing::TestWithParam<std::tuple<ModelCase, DType>> {};
 
 // Three sequences: a 40-token prompt whole, a 200-token prompt in chunks of 130 and 70 (the
 // second with a 9-token prompt), then decode steps of all three fed the CPU's greedy tokens.
 TEST_P(CudaTransformerTest, LogitsMatchCpuBackendThroughChunksAndDecode) {
   if (!::muxserve::testing::HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
-  const ModelCase& c = GetParam();
-  const std::filesystem::path dir = WriteModel(c.name, c.spec);
-  auto weights = model::Weights::Load(dir, c.spec);
+  const auto& [c, dtype] = GetParam();
+  model::ModelSpec spec = c.spec;
+  spec.dtype = dtype;
+  const std::filesystem::path dir = WriteModel(c.name, spec);
+  auto weights = model::Weights::Load(dir, spec);
   ASSERT_TRUE(weights.ok()) << weights.status();
-  auto cuda = MakeCudaOps({});
+  auto cuda = MakeCudaOps({.dtype = dtype, .kernels = {}});
   ASSERT_TRUE(cuda.ok()) << cuda.status();
   // The same kernels without graphs: a replayed decode step must give the very same bits.
-  auto cuda_plain = MakeCudaOps({.kernels = {.decode_graphs = false}});
+  auto cuda_plain = MakeCudaOps({.dtype = dtype, .kernels = {.decode_graphs = false}});
   ASSERT_TRUE(cuda_plain.ok()) << cuda_plain.status();
   Backend cpu, gpu, gpu_plain;
-  ASSERT_NO_FATAL_FAILURE(cpu.Init(MakeCpuOps(2), c.spec, **weights, 272, 3));
-  ASSERT_NO_FATAL_FAILURE(gpu.Init(std::move(*cuda), c.spec, **weights, 272, 3));
-  ASSERT_NO_FATAL_FAILURE(gpu_plain.Init(std::move(*cuda_plain), c.spec, **weights, 272, 3));
+  ASSERT_NO_FATAL_FAILURE(cpu.Init(MakeCpuOps(2), spec, **weights, 272, 3));
+  ASSERT_NO_FATAL_FAILURE(gpu.Init(std::move(*cuda), spec, **weights, 272, 3));
+  ASSERT_NO_FATAL_FAILURE(gpu_plain.Init(std::move(*cuda_plain), spec, **weights, 272, 3));
 
   std::mt19937 rng(17);
   const std::vector<std::vector<int32_t>> prompts = {RandomPrompt(40, rng), RandomPrompt(200, rng),
@@ -147,9 +158,9 @@ TEST_P(CudaTransformerTest, LogitsMatchCpuBackendThroughChunksAndDecode) {
     ASSERT_EQ(gpu_logits.size(), cpu_logits.size());
     EXPECT_TRUE(gpu_logits == plain_logits)
         << "graph replay changed the logits of a step of " << cpu_plan.num_tokens() << " tokens";
-    EXPECT_LT(RelativeError(gpu_logits, cpu_logits), 2e-2)
+    EXPECT_LT(RelativeError(gpu_logits, cpu_logits), LogitTolerance(dtype))
         << "step of " << cpu_plan.num_tokens() << " tokens";
-    const int64_t vocab = c.spec.vocab_size;
+    const int64_t vocab = spec.vocab_size;
     for (size_t r = 0; r < sampled.size(); ++r) {
       const std::span<const float> cpu_row(cpu_logits.data() + r * vocab, vocab);
       const std::span<const float> gpu_row(gpu_logits.data() + r * vocab, vocab);
@@ -176,22 +187,28 @@ TEST_P(CudaTransformerTest, LogitsMatchCpuBackendThroughChunksAndDecode) {
     for (int s = 0; s < 3; ++s) parts.emplace_back(s, std::vector<int32_t>{next[s]});
     ASSERT_NO_FATAL_FAILURE(run(parts, {true, true, true}));
   }
-  // Logits of std ~16 (the synthetic lm_head scale) leave bf16 rounding far from most margins.
+  // Logits of std ~16 (the synthetic lm_head scale) leave 16-bit rounding far from most margins.
   EXPECT_GE(agreeing_top1, rows_compared * 95 / 100) << agreeing_top1 << " of " << rows_compared;
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaTransformerTest,
-    ::testing::Values(ModelCase{"llama_gqa_d64", Bf16Spec(2, 256, 4, 2, 688, false)},
-                      ModelCase{"qwen_bias_d128", Bf16Spec(2, 256, 2, 1, 512, true)}),
-    [](const ::testing::TestParamInfo<ModelCase>& info) { return info.param.name; });
+    ::testing::Combine(
+        ::testing::Values(ModelCase{"llama_gqa_d64", SmallSpec(2, 256, 4, 2, 688, false)},
+                          ModelCase{"qwen_bias_d128", SmallSpec(2, 256, 2, 1, 512, true)}),
+        ::testing::ValuesIn(kDTypes)),
+    [](const ::testing::TestParamInfo<std::tuple<ModelCase, DType>>& info) {
+      return std::get<0>(info.param).name + "_" + std::string(DTypeName(std::get<1>(info.param)));
+    });
 
 // Greedy tokens of both backends through the whole engine (scheduler, chunked prefill, pool).
-// bf16 activations move logits by ~1e-2 of their scale, so a flip is only acceptable at a
-// near-tie of the CPU's own logits; that is checked by recomputing them on the CPU.
-TEST(CudaUnitEngineTest, GreedyTokensMatchCpuBackend) {
+// 16-bit activations move logits by up to ~1e-2 of their scale, so a flip is only acceptable at
+// a near-tie of the CPU's own logits; that is checked by recomputing them on the CPU.
+class CudaUnitEngineTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CudaUnitEngineTest, GreedyTokensMatchCpuBackend) {
   if (!::muxserve::testing::HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
-  const model::ModelSpec spec = Bf16Spec(2, 256, 4, 2, 688, false);
+  const model::ModelSpec spec = SmallSpec(2, 256, 4, 2, 688, false, GetParam());
   const std::filesystem::path dir = WriteModel("engine_llama", spec);
   std::mt19937 rng(29);
   const std::vector<std::vector<int32_t>> prompts = {RandomPrompt(23, rng), RandomPrompt(70, rng)};
@@ -210,6 +227,7 @@ TEST(CudaUnitEngineTest, GreedyTokensMatchCpuBackend) {
                                                   .model_dir = dir,
                                                   .spec = spec,
                                                   .tokenizer = std::move(*tokenizer),
+                                                  .dtype = b == 0 ? DType::kFloat32 : spec.dtype,
                                                   .max_context = 256});
     ASSERT_TRUE(added.ok()) << added;
     std::vector<std::shared_ptr<TokenCollector>> sinks;
@@ -251,6 +269,11 @@ TEST(CudaUnitEngineTest, GreedyTokensMatchCpuBackend) {
                 p, at, kTokens, margin, at);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(DTypes, CudaUnitEngineTest, ::testing::ValuesIn(kDTypes),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(DTypeName(info.param));
+                         });
 
 }  // namespace
 }  // namespace muxserve::engine

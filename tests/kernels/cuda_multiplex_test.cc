@@ -1,4 +1,5 @@
-// Two models of different head sizes in one unit on the GPU, served in each scheduling mode:
+// Two models of different head sizes and dtypes (bf16 and fp16, sharing the unit's KV pool) in
+// one unit on the GPU, served in each scheduling mode:
 // muxserve runs their jobs at the same time on SM partitions, spatial gives each model a
 // partition of its own, temporal runs one job at a time; all three give the same greedy tokens.
 // Skipped without a CUDA device.
@@ -21,7 +22,7 @@
 namespace muxserve::engine {
 namespace {
 
-using ::muxserve::testing::Bf16Spec;
+using ::muxserve::testing::SmallSpec;
 using ::muxserve::testing::TokenCollector;
 
 class JobRecorder : public EngineObserver {
@@ -87,6 +88,7 @@ ModeRun Serve(config::SchedulerMode mode, const std::vector<TestModel>& models,
                                                   .model_dir = m.dir,
                                                   .spec = m.spec,
                                                   .tokenizer = std::move(*tokenizer),
+                                                  .dtype = m.spec.dtype,
                                                   .max_context = 512});
     EXPECT_TRUE(added.ok()) << added;
   }
@@ -108,14 +110,15 @@ ModeRun Serve(config::SchedulerMode mode, const std::vector<TestModel>& models,
 
 TEST(CudaMultiplexTest, ModesAgreeAndOnlyMuxserveAndSpatialOverlapJobs) {
   if (!::muxserve::testing::HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
-  std::vector<TestModel> models = {{"small", Bf16Spec(2, 256, 4, 2, 688), {}},   // head_dim 64
-                                   {"wide", Bf16Spec(3, 512, 4, 4, 1024), {}}};  // head_dim 128
+  std::vector<TestModel> models = {
+      {"small", SmallSpec(2, 256, 4, 2, 688), {}},                           // head_dim 64
+      {"wide", SmallSpec(3, 512, 4, 4, 1024, false, DType::kFloat16), {}}};  // head_dim 128
   for (TestModel& m : models) {
     m.dir = std::filesystem::path(::testing::TempDir()) / ("muxserve_multiplex_" + m.name);
     std::filesystem::remove_all(m.dir);
-    ASSERT_TRUE(model::WriteSyntheticModel(
-                    m.dir, {.spec = m.spec, .seed = 7, .weight_dtype = DType::kBFloat16})
-                    .ok());
+    ASSERT_TRUE(
+        model::WriteSyntheticModel(m.dir, {.spec = m.spec, .seed = 7, .weight_dtype = m.spec.dtype})
+            .ok());
   }
   std::mt19937 rng(3);
   std::vector<std::pair<int, std::vector<int32_t>>> requests;
@@ -132,7 +135,7 @@ TEST(CudaMultiplexTest, ModesAgreeAndOnlyMuxserveAndSpatialOverlapJobs) {
   ASSERT_EQ(muxserve.outputs.size(), requests.size());
   ASSERT_EQ(spatial.outputs.size(), requests.size());
 
-  // Batches differ between modes, and cuBLAS picks kernels by the SMs it has: bf16 rounding may
+  // Batches differ between modes, and cuBLAS picks kernels by the SMs it has: 16-bit rounding may
   // flip a near-tie now and then, never most outputs.
   int same_muxserve = 0, same_spatial = 0;
   for (size_t r = 0; r < requests.size(); ++r) {

@@ -1,11 +1,12 @@
-// Each op of the CUDA backend against the CPU reference ops on fresh random inputs (rounded to
-// bf16 so both start from the same numbers), outputs poisoned with NaN before every run.
-// Skipped without a CUDA device.
+// Each op of the CUDA backend, in bf16 and in fp16, against the CPU reference ops on fresh random
+// inputs (rounded to the dtype so both start from the same numbers), outputs poisoned with NaN
+// before every run. Skipped without a CUDA device.
 #include "muxserve/engine/cuda_ops.h"
 
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -17,25 +18,42 @@ namespace {
 
 using ::muxserve::testing::NaNs;
 using ::muxserve::testing::PagedSequences;
-using ::muxserve::testing::RandomBf16;
+using ::muxserve::testing::RandomIn;
 using ::muxserve::testing::RelativeError;
 
-constexpr double kBf16Tolerance = 1e-2;
+const DType kDTypes[] = {DType::kBFloat16, DType::kFloat16};
+std::string DTypeParamName(const ::testing::TestParamInfo<DType>& info) {
+  return std::string(DTypeName(info.param));
+}
 
-class CudaOpsTest : public ::testing::Test {
+// Ops of one dtype, and helpers to move data to and from them.
+class CudaOpsFixture : public ::testing::Test {
  protected:
-  void SetUp() override {
+  // Call from SetUp: skips the test without a device.
+  void StartOps(DType dtype) {
     if (!::muxserve::testing::HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
-    auto ops = MakeCudaOps({});
+    dtype_ = dtype;
+    auto ops = MakeCudaOps({.dtype = dtype, .kernels = {}});
     ASSERT_TRUE(ops.ok()) << ops.status();
     ops_ = std::move(*ops);
   }
 
-  // Device bf16 copy of `values` (through LoadWeight, which converts float32 on the host).
+  // Relative error allowed for outputs rounded to the dtype once or a few times: fp16 keeps
+  // three more mantissa bits than bf16.
+  double Tolerance() const { return dtype_ == DType::kFloat16 ? 2.5e-3 : 1e-2; }
+
+  std::vector<float> Random(size_t n, float scale = 1.0f) {
+    return RandomIn(dtype_, n, rng_, scale);
+  }
+
+  // Device copy of `values` in the ops' dtype (through LoadWeight, which converts float32 on the
+  // host).
   Buffer Upload(const std::vector<float>& values) {
     const model::TensorInfo info{
         .dtype = DType::kFloat32,
-        .shape = {static_cast<int64_t>(values.size())},
+        // One row: LoadWeight converts a row in chunks of a million elements (a vector would be a
+        // column of one-element rows, each its own copy).
+        .shape = {1, static_cast<int64_t>(values.size())},
         .data = std::as_bytes(std::span<const float>(values.data(), values.size()))};
     const WeightSlice parts[] = {{.tensor = &info}};
     auto buffer = ops_->LoadWeight(parts);
@@ -55,17 +73,23 @@ class CudaOpsTest : public ::testing::Test {
     ASSERT_TRUE(status.ok()) << status;
   }
 
+  DType dtype_ = DType::kBFloat16;
   std::unique_ptr<CudaOps> ops_;
   std::mt19937 rng_{20261124};
 };
 
+class CudaOpsTest : public CudaOpsFixture, public ::testing::WithParamInterface<DType> {
+ protected:
+  void SetUp() override { StartOps(GetParam()); }
+};
+
 // cuBLAS and, for up to 8 rows with k a multiple of 8, our GEMV.
-TEST_F(CudaOpsTest, GemmMatchesCpuWithAndWithoutBias) {
+TEST_P(CudaOpsTest, GemmMatchesCpuWithAndWithoutBias) {
   for (auto [m, n, k] :
        {std::tuple{1, 37, 19}, std::tuple{5, 64, 33}, std::tuple{33, 129, 200},
         std::tuple{128, 256, 512}, std::tuple{1, 300, 256}, std::tuple{3, 129, 1032},
         std::tuple{8, 77, 64}, std::tuple{2, 5, 8}, std::tuple{1, 4099, 4096}}) {
-    const auto a = RandomBf16(m * k, rng_), w = RandomBf16(n * k, rng_), bias = RandomBf16(n, rng_);
+    const auto a = Random(m * k), w = Random(n * k), bias = Random(n);
     const Buffer a_dev = Upload(a), w_dev = Upload(w), bias_dev = Upload(bias);
     for (bool gemv : {true, false}) {
       ops_->SetKernelChoices({.gemv_for_few_rows = gemv});
@@ -76,24 +100,24 @@ TEST_F(CudaOpsTest, GemmMatchesCpuWithAndWithoutBias) {
         std::vector<float> want(m * n);
         kernels::GemmCpu(a.data(), w.data(), with_bias ? bias.data() : nullptr, m, n, k,
                          want.data());
-        EXPECT_LT(RelativeError(Download(out, m * n), want), kBf16Tolerance)
+        EXPECT_LT(RelativeError(Download(out, m * n), want), Tolerance())
             << m << "x" << n << "x" << k << " bias " << with_bias << " gemv " << gemv;
       }
     }
   }
 }
 
-TEST_F(CudaOpsTest, RmsNormAndFusedAddMatchCpu) {
+TEST_P(CudaOpsTest, RmsNormAndFusedAddMatchCpu) {
   for (auto [n, hidden] : {std::pair{3, 45}, std::pair{7, 4096}, std::pair{1, 8}}) {
-    const auto x = RandomBf16(n * hidden, rng_), delta = RandomBf16(n * hidden, rng_);
-    const auto weight = RandomBf16(hidden, rng_);
+    const auto x = Random(n * hidden), delta = Random(n * hidden);
+    const auto weight = Random(hidden);
     const Buffer x_dev = Upload(x), delta_dev = Upload(delta), weight_dev = Upload(weight);
 
     Buffer out = Upload(NaNs(n * hidden));
     ops_->RmsNorm(x_dev.get(), weight_dev.get(), n, hidden, 1e-5f, out.get());
     std::vector<float> want(n * hidden);
     kernels::RmsNormCpu(x.data(), weight.data(), n, hidden, 1e-5f, want.data());
-    EXPECT_LT(RelativeError(Download(out, n * hidden), want), kBf16Tolerance) << n << "x" << hidden;
+    EXPECT_LT(RelativeError(Download(out, n * hidden), want), Tolerance()) << n << "x" << hidden;
     EXPECT_EQ(Download(x_dev, n * hidden), x) << "RmsNorm wrote its input";
 
     out = Upload(NaNs(n * hidden));
@@ -101,18 +125,18 @@ TEST_F(CudaOpsTest, RmsNormAndFusedAddMatchCpu) {
     std::vector<float> residual = x;
     kernels::AddRmsNormCpu(residual.data(), delta.data(), weight.data(), n, hidden, 1e-5f,
                            want.data());
-    EXPECT_LT(RelativeError(Download(out, n * hidden), want), kBf16Tolerance) << n << "x" << hidden;
-    EXPECT_LT(RelativeError(Download(x_dev, n * hidden), residual), kBf16Tolerance);
+    EXPECT_LT(RelativeError(Download(out, n * hidden), want), Tolerance()) << n << "x" << hidden;
+    EXPECT_LT(RelativeError(Download(x_dev, n * hidden), residual), Tolerance());
   }
 }
 
-TEST_F(CudaOpsTest, RopeMatchesCpuAtLargePositions) {
+TEST_P(CudaOpsTest, RopeMatchesCpuAtLargePositions) {
   for (auto [q_heads, kv_heads, head_dim] :
        {std::tuple{4, 2, 64}, std::tuple{2, 2, 128}, std::tuple{3, 1, 16}}) {
     const int64_t n = 9;
     const int64_t k_offset = q_heads * head_dim;
     const int64_t stride = (q_heads + 2 * kv_heads) * head_dim;
-    const auto qkv = RandomBf16(n * stride, rng_);
+    const auto qkv = Random(n * stride);
     std::uniform_int_distribution<int32_t> position(0, 5000);
     StepPlan plan;
     plan.seqs.push_back({.q_start = 0, .q_len = static_cast<int32_t>(n), .context_len = 5001});
@@ -132,26 +156,26 @@ TEST_F(CudaOpsTest, RopeMatchesCpuAtLargePositions) {
     std::vector<float> want = qkv;
     kernels::RopeCpu(want.data(), plan.positions.data(), inv_freq.data(), n, stride, q_heads,
                      kv_heads, k_offset, head_dim);
-    EXPECT_LT(RelativeError(Download(qkv_dev, n * stride), want), kBf16Tolerance)
+    EXPECT_LT(RelativeError(Download(qkv_dev, n * stride), want), Tolerance())
         << q_heads << "/" << kv_heads << " heads of " << head_dim;
   }
 }
 
-TEST_F(CudaOpsTest, SiluMulMatchesCpu) {
+TEST_P(CudaOpsTest, SiluMulMatchesCpu) {
   for (auto [n, inter] : {std::pair{3, 45}, std::pair{5, 1024}}) {
-    const auto gate_up = RandomBf16(n * 2 * inter, rng_, 2.0f);
+    const auto gate_up = Random(n * 2 * inter, 2.0f);
     const Buffer in = Upload(gate_up), out = Upload(NaNs(n * inter));
     ops_->SiluMul(in.get(), n, inter, out.get());
     std::vector<float> want(n * inter);
     kernels::SiluMulCpu(gate_up.data(), n, inter, want.data());
-    EXPECT_LT(RelativeError(Download(out, n * inter), want), kBf16Tolerance) << n << "x" << inter;
+    EXPECT_LT(RelativeError(Download(out, n * inter), want), Tolerance()) << n << "x" << inter;
   }
 }
 
-TEST_F(CudaOpsTest, EmbeddingAndLogitRowGatherCopyExactRows) {
+TEST_P(CudaOpsTest, EmbeddingAndLogitRowGatherCopyExactRows) {
   for (int64_t hidden : {72, 45}) {
     const int64_t vocab = 50;
-    const auto table = RandomBf16(vocab * hidden, rng_);
+    const auto table = Random(vocab * hidden);
     StepPlan plan;
     std::uniform_int_distribution<int32_t> token(0, vocab - 1);
     for (int i = 0; i < 11; ++i) {
@@ -183,7 +207,7 @@ TEST_F(CudaOpsTest, EmbeddingAndLogitRowGatherCopyExactRows) {
   }
 }
 
-TEST_F(CudaOpsTest, BeginStepRejectsInconsistentPlans) {
+TEST_P(CudaOpsTest, BeginStepRejectsInconsistentPlans) {
   StepPlan plan;
   plan.tokens = {1, 2, 3};
   plan.positions = {0, 1, 2};
@@ -209,11 +233,14 @@ struct AttentionCase {
 };
 void PrintTo(const AttentionCase& c, std::ostream* os) { *os << c.name; }
 
-class CudaAttentionTest : public CudaOpsTest,
-                          public ::testing::WithParamInterface<AttentionCase> {};
+class CudaAttentionTest : public CudaOpsFixture,
+                          public ::testing::WithParamInterface<std::tuple<AttentionCase, DType>> {
+ protected:
+  void SetUp() override { StartOps(std::get<1>(GetParam())); }
+};
 
 TEST_P(CudaAttentionTest, KvAppendAndAttentionMatchCpu) {
-  const AttentionCase& c = GetParam();
+  const AttentionCase& c = std::get<0>(GetParam());
   ops_->SetKernelChoices({.tiled_prefill_attention = c.tiled_prefill});
   const int64_t layers = 2, layer = 1, block_bytes = 4096;
   const int64_t gpu_tokens_per_block = block_bytes / (2 * c.head_dim * 2);
@@ -258,7 +285,7 @@ TEST_P(CudaAttentionTest, KvAppendAndAttentionMatchCpu) {
     }
     const int64_t n = gpu_plan.num_tokens();
     if (n == 0) continue;
-    const auto qkv = RandomBf16(n * stride, rng_);
+    const auto qkv = Random(n * stride);
     const Buffer qkv_dev = Upload(qkv);
     Begin(gpu_plan);
     ops_->KvAppend(qkv_dev.get(), gpu_plan, stride, k_offset, v_offset, layer, gpu_kv);
@@ -272,13 +299,13 @@ TEST_P(CudaAttentionTest, KvAppendAndAttentionMatchCpu) {
                                cpu_plan.block_tables.data(), stride, c.q_heads, layer, scale,
                                cpu_kv, want.data());
     const std::vector<float> got = Download(out, n * c.q_heads * c.head_dim);
-    EXPECT_LT(RelativeError(got, want), kBf16Tolerance);
+    EXPECT_LT(RelativeError(got, want), Tolerance());
     // Row by row, so a wrong sequence or position shows by itself.
     const int64_t width = c.q_heads * c.head_dim;
     for (int64_t r = 0; r < n; ++r) {
       EXPECT_LT(RelativeError(std::span(got).subspan(r * width, width),
                               std::span(want).subspan(r * width, width)),
-                2 * kBf16Tolerance)
+                2 * Tolerance())
           << "row " << r;
     }
   }
@@ -308,17 +335,23 @@ const std::vector<std::pair<int32_t, int32_t>> kDecodeSeqs = {{0, 1}, {36, 1}, {
 const std::vector<std::pair<int32_t, int32_t>> kPrefillSeqs = {
     {0, 70}, {30, 33}, {5, 1}, {100, 130}};
 
+INSTANTIATE_TEST_SUITE_P(DTypes, CudaOpsTest, ::testing::ValuesIn(kDTypes), DTypeParamName);
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaAttentionTest,
-    ::testing::Values(AttentionCase{8, 2, 64, true, kDecodeSeqs, "decode_gqa4_d64"},
-                      AttentionCase{4, 4, 128, true, kDecodeSeqs, "decode_mha_d128"},
-                      AttentionCase{4, 1, 256, true, kDecodeSeqs, "decode_gqa4_d256"},
-                      AttentionCase{8, 2, 64, true, kPrefillSeqs, "prefill_tiled_gqa4_d64"},
-                      AttentionCase{4, 4, 128, true, kPrefillSeqs, "prefill_tiled_mha_d128"},
-                      AttentionCase{6, 2, 128, true, {{0, 300}}, "prefill_tiled_long_d128"},
-                      AttentionCase{4, 4, 128, false, kPrefillSeqs, "prefill_rows_mha_d128"},
-                      AttentionCase{4, 1, 256, true, kPrefillSeqs, "prefill_rows_gqa4_d256"}),
-    [](const ::testing::TestParamInfo<AttentionCase>& info) { return info.param.name; });
+    ::testing::Combine(
+        ::testing::Values(AttentionCase{8, 2, 64, true, kDecodeSeqs, "decode_gqa4_d64"},
+                          AttentionCase{4, 4, 128, true, kDecodeSeqs, "decode_mha_d128"},
+                          AttentionCase{4, 1, 256, true, kDecodeSeqs, "decode_gqa4_d256"},
+                          AttentionCase{8, 2, 64, true, kPrefillSeqs, "prefill_tiled_gqa4_d64"},
+                          AttentionCase{4, 4, 128, true, kPrefillSeqs, "prefill_tiled_mha_d128"},
+                          AttentionCase{6, 2, 128, true, {{0, 300}}, "prefill_tiled_long_d128"},
+                          AttentionCase{4, 4, 128, false, kPrefillSeqs, "prefill_rows_mha_d128"},
+                          AttentionCase{4, 1, 256, true, kPrefillSeqs, "prefill_rows_gqa4_d256"}),
+        ::testing::ValuesIn(kDTypes)),
+    [](const ::testing::TestParamInfo<std::tuple<AttentionCase, DType>>& info) {
+      return std::get<0>(info.param).name + "_" + std::string(DTypeName(std::get<1>(info.param)));
+    });
 
 }  // namespace
 }  // namespace muxserve::engine

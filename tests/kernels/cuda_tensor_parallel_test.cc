@@ -18,9 +18,9 @@
 namespace muxserve::engine {
 namespace {
 
-using ::muxserve::testing::Bf16Spec;
 using ::muxserve::testing::PagedSequences;
 using ::muxserve::testing::RelativeError;
+using ::muxserve::testing::SmallSpec;
 
 constexpr int64_t kBlockBytes = 16384;
 constexpr int kPromptTokens = 40;
@@ -65,7 +65,7 @@ TEST(CudaTensorParallelTest, SplitModelGivesTheLogitsAndTokensOfTheWhole) {
   }
   const int tp = devices >= 2 ? 2 : 1;
   // 8 query heads over 2 KV heads (one a rank), head size 64, bf16 weights drawn on each GPU.
-  const model::ModelSpec spec = Bf16Spec(4, 512, 8, 2, 1024);
+  const model::ModelSpec spec = SmallSpec(4, 512, 8, 2, 1024);
   auto weights = model::Weights::Random(spec, 9);
   ASSERT_TRUE(weights.ok()) << weights.status();
   std::vector<int> devices_used;

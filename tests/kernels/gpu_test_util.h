@@ -1,6 +1,6 @@
-// Helpers of the GPU tests: device detection, bf16-exact random data, relative errors, block
-// tables of paged sequences for one backend's tokens per block, small bf16 model shapes and a
-// sink that collects a request's tokens.
+// Helpers of the GPU tests: device detection, random data exact in a 16-bit dtype, relative
+// errors, block tables of paged sequences for one backend's tokens per block, small model shapes
+// and a sink that collects a request's tokens.
 #pragma once
 
 #include <algorithm>
@@ -30,11 +30,14 @@ inline bool HaveCudaDevice() {
   return devices.ok() && !devices->empty();
 }
 
-// Normal values already rounded to bf16, so both backends start from the same numbers.
-inline std::vector<float> RandomBf16(size_t n, std::mt19937& rng, float scale = 1.0f) {
+// Normal values already rounded to `dtype`, so both backends start from the same numbers.
+inline std::vector<float> RandomIn(DType dtype, size_t n, std::mt19937& rng, float scale = 1.0f) {
   std::normal_distribution<float> normal(0.0f, scale);
   std::vector<float> values(n);
-  for (float& v : values) v = Bf16ToFloat(FloatToBf16(normal(rng)));
+  for (float& v : values) v = normal(rng);
+  std::vector<uint16_t> rounded(n);
+  ConvertFromFloat(values.data(), n, dtype, rounded.data());
+  ConvertToFloat(rounded.data(), dtype, n, values.data());
   return values;
 }
 
@@ -121,10 +124,11 @@ class PagedSequences {
   std::vector<std::vector<int32_t>> tables_;
 };
 
-// A small Llama-family shape (Qwen2 with `qkv_bias`) with bf16 weights; its vocabulary holds
+// A small Llama-family shape (Qwen2 with `qkv_bias`) with `dtype` weights; its vocabulary holds
 // the synthetic tokenizer's.
-inline model::ModelSpec Bf16Spec(int64_t layers, int64_t hidden, int64_t heads, int64_t kv_heads,
-                                 int64_t intermediate, bool qkv_bias = false) {
+inline model::ModelSpec SmallSpec(int64_t layers, int64_t hidden, int64_t heads, int64_t kv_heads,
+                                  int64_t intermediate, bool qkv_bias = false,
+                                  DType dtype = DType::kBFloat16) {
   model::ModelSpec spec;
   spec.architecture = qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
   spec.model_type = qkv_bias ? "qwen2" : "llama";
@@ -138,7 +142,7 @@ inline model::ModelSpec Bf16Spec(int64_t layers, int64_t hidden, int64_t heads, 
   spec.max_position_embeddings = 1024;
   spec.rms_norm_eps = 1e-5;
   spec.qkv_bias = qkv_bias;
-  spec.dtype = DType::kBFloat16;
+  spec.dtype = dtype;
   return spec;
 }
 

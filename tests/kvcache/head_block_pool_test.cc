@@ -3,21 +3,22 @@
 #include <set>
 
 #include "gtest/gtest.h"
+#include "muxserve/common/dtype.h"
 
 namespace muxserve::kvcache {
 namespace {
 
 TEST(HeadBlockPoolTest, TokensPerBlockFollowFromHeadSize) {
-  HeadBlockPool pool(16, 16384, DType::kBFloat16);
+  HeadBlockPool pool(16, 16384, DTypeSize(DType::kBFloat16));
   EXPECT_EQ(pool.TokensPerBlock(64), 64);
   EXPECT_EQ(pool.TokensPerBlock(128), 32);
   EXPECT_EQ(pool.TokensPerBlock(256), 16);
-  HeadBlockPool fp32(16, 16384, DType::kFloat32);
+  HeadBlockPool fp32(16, 16384, DTypeSize(DType::kFloat32));
   EXPECT_EQ(fp32.TokensPerBlock(128), 16);
 }
 
 TEST(HeadBlockPoolTest, AllocatesDistinctBlocksAndTracksUsagePerLlm) {
-  HeadBlockPool pool(10, 1024, DType::kFloat32);
+  HeadBlockPool pool(10, 1024, DTypeSize(DType::kFloat32));
   const int a = pool.RegisterLlm("a", {.num_layers = 2, .num_kv_heads = 1, .head_dim = 8}, 1.0);
   const int b = pool.RegisterLlm("b", {.num_layers = 1, .num_kv_heads = 2, .head_dim = 16}, 1.0);
   std::vector<int32_t> ids_a, ids_b;
@@ -44,7 +45,7 @@ TEST(HeadBlockPoolTest, AllocatesDistinctBlocksAndTracksUsagePerLlm) {
 }
 
 TEST(HeadBlockPoolTest, QuotasFollowWeights) {
-  HeadBlockPool pool(100, 1024, DType::kFloat32);
+  HeadBlockPool pool(100, 1024, DTypeSize(DType::kFloat32));
   pool.RegisterLlm("hot", {.num_layers = 1, .num_kv_heads = 1, .head_dim = 8}, 3.0);
   pool.RegisterLlm("cold", {.num_layers = 1, .num_kv_heads = 1, .head_dim = 8}, 1.0);
   pool.RebalanceQuotas();
@@ -53,7 +54,7 @@ TEST(HeadBlockPoolTest, QuotasFollowWeights) {
 }
 
 TEST(HeadBlockPoolTest, AdaptedQuotasLendWhatIsIdleAndGiveItBack) {
-  HeadBlockPool pool(100, 1024, DType::kFloat32);
+  HeadBlockPool pool(100, 1024, DTypeSize(DType::kFloat32));
   const KvShape shape{.num_layers = 1, .num_kv_heads = 1, .head_dim = 8};
   pool.RegisterLlm("busy", shape, 1.0);
   pool.RegisterLlm("quiet", shape, 1.0);

@@ -146,6 +146,37 @@ TEST_F(ModelLoaderTest, PreparesASyntheticModelForTheCpu) {
   EXPECT_EQ(prepared->chat_template->name(), "chatml");
 }
 
+// The CUDA backend computes in 16 bits: the configured dtype, else the checkpoint's (a float32
+// checkpoint in bfloat16); a configured float32 is refused before any weight is read.
+TEST_F(ModelLoaderTest, CudaComputesInTheConfiguredOrCheckpoint16BitDtype) {
+  config::ModelConfig model = SyntheticModel("tiny", 1);
+  absl::StatusOr<PreparedModel> prepared = PrepareModel(model, dir_, config::Backend::kCuda);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->dtype, DType::kBFloat16);  // the synthetic checkpoint's
+
+  model.dtype = DType::kFloat16;
+  prepared = PrepareModel(model, dir_, config::Backend::kCuda);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->dtype, DType::kFloat16);
+  EXPECT_EQ(prepared->spec.dtype, DType::kFloat16);  // written in the configured dtype
+
+  model.dtype = DType::kFloat32;
+  const absl::Status status = PrepareModel(model, dir_, config::Backend::kCuda).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr("dtype float32 is not supported by the CUDA backend; use bfloat16 or "
+                        "float16"));
+
+  ASSERT_TRUE(EnsureSyntheticModel(dir_, "f32", TinySpec(1), DType::kFloat32).ok());
+  config::ModelConfig f32;
+  f32.name = "f32";
+  f32.path = dir_ / "f32";
+  prepared = PrepareModel(f32, dir_, config::Backend::kCuda);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->spec.dtype, DType::kFloat32);
+  EXPECT_EQ(prepared->dtype, DType::kBFloat16);
+}
+
 TEST_F(ModelLoaderTest, MaxContextDefaultsToTheModelsPositions) {
   absl::StatusOr<PreparedModel> prepared =
       PrepareModel(SyntheticModel("tiny", 1), dir_, config::Backend::kCpu);

@@ -1,9 +1,9 @@
-// The CUDA backend of engine::Ops: bf16 weights, activations and KV blocks with fp32
-// accumulation; GEMMs through cuBLAS (cublasLt, tuned, for decode batches) or our GEMV (up to 8
-// rows), everything else through our kernels (kernels/*.cuh). A step's work runs in order on the
-// stream of the current partition (UsePartition); CopyToHost and SampleRows are the only calls
-// that wait for it. One instance runs one step at a time: give each concurrent job its own.
-// Only in CUDA builds (MUXSERVE_WITH_CUDA).
+// The CUDA backend of engine::Ops: bf16 or fp16 weights, activations and KV blocks (the
+// options' dtype) with fp32 accumulation; GEMMs through cuBLAS (cublasLt, tuned, for decode
+// batches) or our GEMV (up to 8 rows), everything else through our kernels (kernels/*.cuh). A
+// step's work runs in order on the stream of the current partition (UsePartition); CopyToHost and
+// SampleRows are the only calls that wait for it. One instance runs one step at a time: give each
+// concurrent job its own. Only in CUDA builds (MUXSERVE_WITH_CUDA).
 //
 // Errors: the ops return nothing, so the first failure of a step (a failed launch, a cuBLAS
 // error, a shape the kernels do not support) is kept and returned by that step's CopyToHost or
@@ -42,6 +42,9 @@ struct CudaKernelChoices {
 
 struct CudaOpsOptions {
   int device = 0;  // CUDA runtime ordinal
+  // Element type of weights, activations and KV blocks: kBFloat16 or kFloat16 (MakeCudaOps
+  // refuses kFloat32). LoadWeight converts checkpoints of any dtype to it.
+  DType dtype = DType::kBFloat16;
   CudaKernelChoices kernels;
   // Of every stream: where this instance's steps share SMs with other work, the block scheduler
   // places the blocks of raised streams first (decode jobs beside a prefill, popular ones first).
@@ -62,7 +65,8 @@ class CudaOps : public Ops {
   virtual void SetKernelChoices(const CudaKernelChoices& choices) = 0;
 };
 
-// FAILED_PRECONDITION when the device cannot be used (no driver, no such ordinal).
+// FAILED_PRECONDITION when the device cannot be used (no driver, no such ordinal);
+// INVALID_ARGUMENT for a dtype other than bfloat16 and float16.
 absl::StatusOr<std::unique_ptr<CudaOps>> MakeCudaOps(const CudaOpsOptions& options);
 
 }  // namespace muxserve::engine

@@ -53,7 +53,9 @@ struct LlmSetup {
   std::filesystem::path model_dir{};
   model::ModelSpec spec{};
   std::shared_ptr<const model::Tokenizer> tokenizer{};
-  DType dtype = DType::kFloat32;  // compute dtype of the backend
+  // Compute dtype: on the CUDA backend the element type of the LLM's weights, activations and KV
+  // (bfloat16 or float16; float32 is refused); the CPU backend computes in float32 regardless.
+  DType dtype = DType::kFloat32;
   int64_t max_context = 0;
   double rate = 1.0;  // expected requests/s: the initial KV quota follows rate x KV bytes/token
   // Set: the weights are drawn on the backend with this seed (model::Weights::Random) instead

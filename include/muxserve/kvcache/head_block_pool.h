@@ -3,8 +3,9 @@
 // Memory is one buffer of `num_blocks` head blocks of `block_bytes` each. A head block holds K
 // then V of `tokens_per_block` consecutive tokens of ONE (layer, KV head) of one sequence:
 //   block b at byte offset b * block_bytes:  K [tokens_per_block, head_dim], V [same]
-// in the pool's element type. Block bytes are fixed for the pool, so LLMs of different head sizes
-// (64, 128, 256) share it: tokens_per_block = block_bytes / (2 * head_dim * element size).
+// of the LLM's dtype. Block bytes are fixed for the pool, so LLMs of different head sizes (64,
+// 128, 256) share it: tokens_per_block = block_bytes / (2 * head_dim * element bytes). Only the
+// element size matters to the pool: LLMs of dtypes of one size (bf16 and fp16) share it too.
 //
 // Each LLM has a base quota (its share by weight) and a current quota. Admission of new
 // sequences respects the current quota; running sequences may borrow free blocks beyond it.
@@ -19,7 +20,6 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "muxserve/common/dtype.h"
 
 namespace muxserve::kvcache {
 
@@ -33,11 +33,10 @@ struct KvShape {
 
 class HeadBlockPool {
  public:
-  HeadBlockPool(int64_t num_blocks, int64_t block_bytes, DType dtype);
+  HeadBlockPool(int64_t num_blocks, int64_t block_bytes, int64_t element_bytes);
 
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_bytes() const { return block_bytes_; }
-  DType dtype() const { return dtype_; }
   int64_t free_blocks() const { return static_cast<int64_t>(free_list_.size()); }
   int64_t TokensPerBlock(int64_t head_dim) const;
 
@@ -75,7 +74,7 @@ class HeadBlockPool {
   };
   int64_t num_blocks_;
   int64_t block_bytes_;
-  DType dtype_;
+  int64_t element_bytes_;
   std::vector<int32_t> free_list_;
   std::vector<LlmEntry> llms_;
 };
