@@ -297,11 +297,16 @@ absl::StatusOr<std::unique_ptr<Lane>> UnitEngine::Impl::MakeLane(const LlmSetup&
     slot->ops = rank_ops_[rank].get();
 #if MUXSERVE_WITH_CUDA
     if (options_.backend == config::Backend::kCuda) {
+      const runtime::StreamPriority priority = LaneStreamPriority(setup.name, phase);
+      if (rank == 0 && priority != runtime::StreamPriority::Normal()) {
+        spdlog::info("unit {}: model '{}' decodes at stream priority rank {} (0: the greatest)",
+                     options_.name, setup.name, priority.raised_rank);
+      }
       ASSIGN_OR_RETURN(std::unique_ptr<CudaOps> cuda,
                        MakeCudaOps({.device = options_.devices[rank],
                                     .dtype = setup.dtype,
                                     .kernels = {},
-                                    .stream_priority = LaneStreamPriority(setup.name, phase)}));
+                                    .stream_priority = priority}));
       slot->cuda = cuda.get();
       slot->ops = cuda.get();
       slot->own_ops = std::move(cuda);
