@@ -245,6 +245,11 @@ int64_t ModelSpec::WeightBytes(DType weight_dtype) const {
   return NumParameters() * static_cast<int64_t>(DTypeSize(weight_dtype));
 }
 
+DType ModelSpec::GpuDType(std::optional<DType> configured) const {
+  if (configured.has_value()) return *configured;
+  return dtype == DType::kFloat32 ? DType::kBFloat16 : dtype;
+}
+
 int64_t ModelSpec::KvBytesPerToken(DType kv_dtype) const {
   return 2 * num_layers * kv_size() * static_cast<int64_t>(DTypeSize(kv_dtype));
 }

@@ -560,8 +560,8 @@ absl::StatusOr<PlacementProblem> ProblemFromConfig(const config::Config& config)
       if (!spec.ok()) return Annotate(spec.status(), absl::StrCat("model '", model.name, "'"));
       llm.shape.spec = *std::move(spec);
     }
-    // Weights and KV in the checkpoint's dtype unless the config names one.
-    llm.shape.dtype = model.dtype.value_or(llm.shape.spec.dtype);
+    // Weights and KV in the dtype the GPU will compute the model in.
+    llm.shape.dtype = llm.shape.spec.GpuDType(model.dtype);
     llm.rate = model.rate;
     llm.prompt_tokens = config.placement.prompt_tokens;
     llm.output_tokens = config.placement.output_tokens;

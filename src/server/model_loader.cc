@@ -147,15 +147,12 @@ absl::StatusOr<PreparedModel> PrepareModel(const config::ModelConfig& model_conf
   // as they load).
   if (backend == config::Backend::kCpu) {
     prepared.dtype = DType::kFloat32;
-  } else if (model_config.dtype.has_value()) {
-    if (*model_config.dtype == DType::kFloat32) {
+  } else {
+    if (model_config.dtype == DType::kFloat32) {
       return absl::InvalidArgumentError(
           "dtype float32 is not supported by the CUDA backend; use bfloat16 or float16");
     }
-    prepared.dtype = *model_config.dtype;
-  } else {
-    prepared.dtype =
-        prepared.spec.dtype == DType::kFloat32 ? DType::kBFloat16 : prepared.spec.dtype;
+    prepared.dtype = prepared.spec.GpuDType(model_config.dtype);
   }
   const int64_t max_position = prepared.spec.max_position_embeddings;
   prepared.max_context = model_config.max_context > 0 ? model_config.max_context : max_position;

@@ -46,7 +46,7 @@ absl::StatusOr<std::vector<std::pair<std::string, double>>> SpatialSmShares(
     } else {
       ASSIGN_OR_RETURN(spec, model::LoadModelSpec(model.path));
     }
-    const DType dtype = model.dtype.value_or(DType::kBFloat16);  // unset: the GPU's compute dtype
+    const DType dtype = spec.GpuDType(model.dtype);
     kv_weight_total += model.rate * static_cast<double>(spec.KvBytesPerToken(dtype));
     specs.push_back(std::move(spec));
   }
@@ -54,7 +54,7 @@ absl::StatusOr<std::vector<std::pair<std::string, double>>> SpatialSmShares(
   double demand_total = 0;
   for (size_t i = 0; i < models.size(); ++i) {
     const config::ModelConfig& model = models[i];
-    const DType dtype = model.dtype.value_or(DType::kBFloat16);
+    const DType dtype = specs[i].GpuDType(model.dtype);
     if (model.sm_share > 0) {  // takes no part in the split
       demands.push_back(0);
       continue;

@@ -1,5 +1,6 @@
 #include "muxserve/model/model_spec.h"
 
+#include <optional>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -120,6 +121,17 @@ TEST(ModelSpecTest, ParsesMistralSlidingWindow) {
   EXPECT_EQ(spec->architecture, "MistralForCausalLM");
   EXPECT_EQ(spec->sliding_window, 4096);
   EXPECT_EQ(spec->NumParameters(), 7241732096);  // Mistral 7B's published count
+}
+
+// The loader and the planner size a model by this one rule.
+TEST(ModelSpecTest, GpuDTypeIsTheConfiguredOneElseTheCheckpointsIn16Bits) {
+  ModelSpec spec;
+  spec.dtype = DType::kFloat16;
+  EXPECT_EQ(spec.GpuDType(std::nullopt), DType::kFloat16);
+  EXPECT_EQ(spec.GpuDType(DType::kBFloat16), DType::kBFloat16);
+  spec.dtype = DType::kFloat32;
+  EXPECT_EQ(spec.GpuDType(std::nullopt), DType::kBFloat16);
+  EXPECT_EQ(spec.GpuDType(DType::kFloat16), DType::kFloat16);
 }
 
 TEST(ModelSpecTest, DefaultsKvHeadsHeadDimAndRopeType) {

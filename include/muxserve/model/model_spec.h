@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,10 @@ struct ModelSpec {
   int64_t KvBytesPerToken(DType kv_dtype) const;
   // Forward FLOPs for one token at a given context length (2 per multiply-add).
   double FlopsPerToken(int64_t context_len) const;
+  // What a GPU computes this model in: `configured` when set (float32 is the loader's to refuse),
+  // else the checkpoint's dtype, a float32 checkpoint in bfloat16. One rule for the loader and
+  // for every estimate of its memory.
+  DType GpuDType(std::optional<DType> configured) const;
 };
 
 // Parses config.json. Errors name the file and the key.
