@@ -31,6 +31,9 @@
 namespace muxserve::engine::hf {
 
 inline constexpr int kNewTokens = 64;
+// The fixtures make_forward.py writes, one per model shape.
+inline const std::vector<std::string> kFixtureModels = {"llama2_mha", "llama3_gqa",
+                                                        "qwen2_bias_tied"};
 
 struct Fixture {
   nlohmann::json json;

@@ -89,8 +89,7 @@ TEST_P(HfParityGpuTest, UnitEngineGreedyMatchesTransformers) {
   hf::ExpectUnitEngineGreedy(GetParam(), options, DType::kBFloat16, kGreedySteps);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, HfParityGpuTest,
-                         ::testing::Values("llama2_mha", "llama3_gqa", "qwen2_bias_tied"));
+INSTANTIATE_TEST_SUITE_P(Models, HfParityGpuTest, ::testing::ValuesIn(hf::kFixtureModels));
 
 }  // namespace
 }  // namespace muxserve::engine

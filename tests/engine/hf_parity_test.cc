@@ -90,8 +90,7 @@ TEST_P(HfParityTest, UnitEngineGreedyMatchesTransformers) {
   hf::ExpectUnitEngineGreedy(GetParam(), options, DType::kFloat32, kNewTokens);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, HfParityTest,
-                         ::testing::Values("llama2_mha", "llama3_gqa", "qwen2_bias_tied"));
+INSTANTIATE_TEST_SUITE_P(Models, HfParityTest, ::testing::ValuesIn(hf::kFixtureModels));
 
 }  // namespace
 }  // namespace muxserve::engine
